@@ -1,0 +1,3 @@
+"""Soul: one portrait, a prompt and a speech track in; a long, lip-synced, identity-stable video out."""
+
+__version__ = "0.1.0"
