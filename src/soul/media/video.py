@@ -1,0 +1,328 @@
+"""Video reading (lazy) and MP4 writing (H.264 + AAC, atomic) with PyAV.
+
+Writing is streaming: frames go to the encoder as they are produced and the matching stretch of
+audio is encoded alongside them, so a ten-minute video never sits in memory. The file appears
+under its final name only when complete (temporary name, then `os.replace`), so a crash never
+leaves a truncated MP4 that looks finished.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from pathlib import Path
+from types import TracebackType
+
+import av
+import numpy as np
+
+from soul.errors import InputError
+from soul.media.audio import Audio, load_audio
+
+AAC_SAMPLE_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What `soul probe` reports about a video."""
+
+    path: str
+    container: str
+    codec: str
+    fps: float
+    num_frames: int
+    width: int
+    height: int
+    duration: float
+    has_audio: bool
+    audio_sample_rate: int | None
+    audio_channels: int | None
+
+    def as_dict(self) -> dict:
+        return {"kind": "video", **asdict(self)}
+
+
+class VideoReader:
+    """A video file opened for lazy reading: frames are decoded only while iterating."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise InputError(self.path, "file not found", "check the path")
+        if self.path.stat().st_size == 0:
+            raise InputError(self.path, "is empty (0 bytes)", "give a real video file")
+        try:
+            with av.open(str(self.path)) as container:
+                if not container.streams.video:
+                    raise InputError(self.path, "has no video track", "give a video file (MP4, MOV, MKV, WebM)")
+                stream = container.streams.video[0]
+                rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+                if not rate:
+                    raise InputError(self.path, "has no frame rate", "re-encode it with a constant frame rate")
+                self.fps_fraction = Fraction(rate)
+                self.width = stream.codec_context.width
+                self.height = stream.codec_context.height
+                self.codec = stream.codec_context.name
+                self.container_format = container.format.name
+                self._declared_frames = int(stream.frames or 0)
+                if stream.duration is not None and stream.time_base is not None:
+                    self._declared_duration = float(stream.duration * stream.time_base)
+                elif container.duration:
+                    self._declared_duration = container.duration / av.time_base
+                else:
+                    self._declared_duration = 0.0
+                self.has_audio = bool(container.streams.audio)
+                if self.has_audio:
+                    acc = container.streams.audio[0].codec_context
+                    self.audio_sample_rate: int | None = int(acc.sample_rate or 0) or None
+                    self.audio_channels: int | None = int(acc.layout.nb_channels)
+                else:
+                    self.audio_sample_rate = self.audio_channels = None
+        except av.error.FFmpegError as err:
+            raise InputError(self.path, f"is not a readable video ({err.__class__.__name__})", "re-encode it as MP4 (H.264)") from None
+        self._counted_frames: int | None = None
+
+    @property
+    def fps(self) -> float:
+        return float(self.fps_fraction)
+
+    @property
+    def num_frames(self) -> int:
+        """Frame count from the container, or by demuxing (no decoding) when it is not declared."""
+        if self._declared_frames > 0:
+            return self._declared_frames
+        if self._counted_frames is None:
+            with av.open(str(self.path)) as container:
+                stream = container.streams.video[0]
+                self._counted_frames = sum(1 for p in container.demux(stream) if p.size > 0)
+        return self._counted_frames
+
+    @property
+    def duration(self) -> float:
+        return self.num_frames / self.fps if self.num_frames else self._declared_duration
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return self.frames()
+
+    def frames(self, start: int = 0, stop: int | None = None, step: int = 1) -> Iterator[np.ndarray]:
+        """Yield RGB uint8 frames [H, W, 3] with index in range(start, stop, step)."""
+        if step < 1:
+            raise ValueError("step must be >= 1")
+        with av.open(str(self.path)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            try:
+                for index, frame in enumerate(container.decode(stream)):
+                    if stop is not None and index >= stop:
+                        break
+                    if index >= start and (index - start) % step == 0:
+                        yield frame.to_ndarray(format="rgb24")
+            except av.error.FFmpegError as err:
+                raise InputError(self.path, f"video data is corrupt ({err.__class__.__name__})", "re-encode the file") from None
+
+    def read_all(self, step: int = 1) -> np.ndarray:
+        """All frames as one array [T, H, W, 3]; only for short clips."""
+        frames = list(self.frames(step=step))
+        if not frames:
+            raise InputError(self.path, "contains no decodable frames", "re-encode the file")
+        return np.stack(frames)
+
+    def read_audio(self, sample_rate: int | None = 16_000, normalize: bool = False, mono: bool = True) -> Audio:
+        if not self.has_audio:
+            raise InputError(self.path, "has no audio track", "give a video with sound, or a separate audio file")
+        return load_audio(self.path, sample_rate, normalize=normalize, mono=mono)
+
+    def info(self) -> VideoInfo:
+        return VideoInfo(
+            path=str(self.path),
+            container=self.container_format,
+            codec=self.codec,
+            fps=round(self.fps, 4),
+            num_frames=self.num_frames,
+            width=self.width,
+            height=self.height,
+            duration=round(self.duration, 4),
+            has_audio=self.has_audio,
+            audio_sample_rate=self.audio_sample_rate,
+            audio_channels=self.audio_channels,
+        )
+
+
+def read_video(path: str | Path) -> VideoReader:
+    return VideoReader(path)
+
+
+def _as_fraction(fps: float | Fraction) -> Fraction:
+    fps = Fraction(fps).limit_denominator(1001)
+    if fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    return fps
+
+
+def temporary_path_for(path: Path) -> Path:
+    """Hidden sibling of `path` that writers use before the atomic rename."""
+    return path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
+
+
+class VideoWriter:
+    """Streaming MP4 writer: H.264 yuv420p video, AAC audio cut to the video's exact length.
+
+    Odd frame sides are padded by one edge pixel because yuv420p needs even sides; the padding is
+    replicated, not black, so it is invisible. Audio is encoded in step with the frames.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        fps: float | Fraction,
+        *,
+        audio: Audio | None = None,
+        crf: int = 18,
+        preset: str = "medium",
+    ) -> None:
+        self.path = Path(path)
+        self.fps = _as_fraction(fps)
+        self.audio = audio
+        self.crf = crf
+        self.preset = preset
+        self.frames_written = 0
+        self._tmp = temporary_path_for(self.path)
+        self._container: av.container.OutputContainer | None = None
+        self._vstream = None
+        self._astream = None
+        self._audio_pos = 0  # samples of self.audio already given to the encoder
+        self._audio_pts = 0
+        self._size: tuple[int, int] | None = None
+
+    # context manager: the file only appears under its name when the block ends without error
+    def __enter__(self) -> "VideoWriter":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._container = av.open(str(self._tmp), mode="w", format="mp4")
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def _open_streams(self, width: int, height: int) -> None:
+        assert self._container is not None
+        even_w, even_h = width + (width % 2), height + (height % 2)
+        self._size = (width, height)
+        v = self._container.add_stream("libx264", rate=self.fps)
+        v.width, v.height, v.pix_fmt = even_w, even_h, "yuv420p"
+        v.time_base = Fraction(1, 1) / self.fps
+        v.options = {"crf": str(self.crf), "preset": self.preset}
+        self._vstream = v
+        if self.audio is not None:
+            rate = self.audio.sample_rate if self.audio.sample_rate in AAC_SAMPLE_RATES else 48000
+            if rate != self.audio.sample_rate:
+                self.audio = _resample(self.audio, rate)
+            layout = "mono" if self.audio.channels == 1 else "stereo"
+            a = self._container.add_stream("aac", rate=rate)
+            a.layout = layout
+            a.time_base = Fraction(1, rate)
+            self._astream = a
+
+    def write(self, frames: np.ndarray) -> None:
+        """Write one frame [H, W, 3] or a batch [T, H, W, 3] of uint8 RGB."""
+        if self._container is None:
+            raise RuntimeError("VideoWriter must be used as a context manager")
+        frames = np.asarray(frames)
+        if frames.ndim == 3:
+            frames = frames[None]
+        if frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(f"frames must be [T, H, W, 3], got {frames.shape}")
+        if frames.dtype != np.uint8:
+            raise ValueError(f"frames must be uint8, got {frames.dtype}")
+        if self._vstream is None:
+            self._open_streams(frames.shape[2], frames.shape[1])
+        assert self._size is not None
+        if (frames.shape[2], frames.shape[1]) != self._size:
+            raise ValueError(f"frame size changed from {self._size} to {(frames.shape[2], frames.shape[1])}")
+        pad_w, pad_h = self._vstream.width - self._size[0], self._vstream.height - self._size[1]
+        for frame in frames:
+            if pad_w or pad_h:
+                frame = np.pad(frame, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            vf.pts = self.frames_written
+            self._container.mux(self._vstream.encode(vf))
+            self.frames_written += 1
+        self._write_audio_until(self.frames_written / self.fps)
+
+    def _write_audio_until(self, seconds: Fraction | float) -> None:
+        if self._astream is None or self.audio is None:
+            return
+        rate = self.audio.sample_rate
+        end = min(int(round(float(seconds) * rate)), self.audio.samples.shape[0])
+        frame_size = self._astream.codec_context.frame_size or 1024
+        while end - self._audio_pos >= frame_size or (end == self.audio.samples.shape[0] and self._audio_pos < end):
+            stop = min(self._audio_pos + frame_size, end)
+            chunk = self.audio.samples[self._audio_pos : stop]
+            if chunk.shape[0] < frame_size:  # the encoder wants full frames; pad the final one with silence
+                chunk = np.pad(chunk, [(0, frame_size - chunk.shape[0])] + [(0, 0)] * (chunk.ndim - 1))
+            planar = np.ascontiguousarray(chunk.T if chunk.ndim == 2 else chunk[None], dtype=np.float32)
+            af = av.AudioFrame.from_ndarray(planar, format="fltp", layout=self._astream.layout.name)
+            af.sample_rate = rate
+            af.pts = self._audio_pts
+            self._audio_pts += frame_size
+            self._container.mux(self._astream.encode(af))
+            self._audio_pos = stop
+            if stop >= end:
+                break
+
+    def close(self) -> Path:
+        """Flush the encoders and move the finished file to its final name."""
+        if self._container is None:
+            return self.path
+        if self.frames_written == 0:
+            self.abort()
+            raise ValueError(f"no frames were written to {self.path}")
+        # Audio past the last frame is cut: the output's length is the video's, frame-exact.
+        self._write_audio_until(self.frames_written / self.fps)
+        self._container.mux(self._vstream.encode(None))
+        if self._astream is not None:
+            self._container.mux(self._astream.encode(None))
+        self._container.close()
+        self._container = None
+        os.replace(self._tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        """Drop the partial file; whatever was at the final path before stays untouched."""
+        if self._container is not None:
+            try:
+                self._container.close()
+            except (av.error.FFmpegError, ValueError, OSError):
+                pass
+            self._container = None
+        self._tmp.unlink(missing_ok=True)
+
+
+def _resample(audio: Audio, rate: int) -> Audio:
+    """Resample with PyAV's swresample so the writer can take any input rate."""
+    layout = "mono" if audio.channels == 1 else "stereo"
+    resampler = av.AudioResampler(format="flt", layout=layout, rate=rate)
+    planar = np.ascontiguousarray(audio.samples.T if audio.samples.ndim == 2 else audio.samples[None], dtype=np.float32)
+    frame = av.AudioFrame.from_ndarray(planar, format="fltp", layout=layout)
+    frame.sample_rate = audio.sample_rate
+    out = [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
+    out += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
+    data = np.concatenate(out).astype(np.float32)
+    if audio.channels > 1:
+        data = data.reshape(-1, 2)
+    return Audio(data, rate)
+
+
+def write_video(path: str | Path, frames: Iterable[np.ndarray] | np.ndarray, fps: float | Fraction, *, audio: Audio | None = None) -> Path:
+    """Write a whole clip at once (frames as an array [T, H, W, 3] or any iterable of frames/batches)."""
+    with VideoWriter(path, fps, audio=audio) as writer:
+        if isinstance(frames, np.ndarray):
+            writer.write(frames)
+        else:
+            for f in frames:
+                writer.write(f)
+    return Path(path)

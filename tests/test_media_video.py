@@ -1,0 +1,96 @@
+"""Video: lazy reading, MP4 round trip with audio, frame-exact length, atomic writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from soul.errors import InputError
+from soul.media.audio import Audio, load_audio
+from soul.media.video import VideoWriter, read_video, write_video
+
+
+def _frames(n: int, h: int = 48, w: int = 64) -> np.ndarray:
+    frames = np.zeros((n, h, w, 3), np.uint8)
+    for i in range(n):
+        frames[i, :, : (i * 3) % w] = (40 + 7 * i) % 255  # a moving edge, different per frame
+    return frames
+
+
+def test_round_trip_with_audio(media: Path, tmp_path: Path) -> None:
+    speech = load_audio(media / "audio" / "wan_talk.wav", sample_rate=None, mono=False, normalize=False)
+    fps = 25
+    n = int(round(speech.duration * fps))  # 125 frames for 5.0 s
+    out = write_video(tmp_path / "talk.mp4", _frames(n), fps, audio=speech)
+    reader = read_video(out)
+    assert reader.num_frames == n
+    assert reader.fps == fps
+    assert reader.has_audio
+    assert reader.read_all().shape == (n, 48, 64, 3)
+    back = reader.read_audio(sample_rate=16000)
+    assert abs(back.duration - n / fps) <= 1 / fps
+    with av.open(str(out)) as c:
+        assert c.streams.video[0].codec_context.name == "h264"
+        assert c.streams.video[0].codec_context.pix_fmt == "yuv420p"
+        assert c.streams.audio[0].codec_context.name == "aac"
+
+
+def test_audio_longer_than_video_is_cut_to_the_frames(tmp_path: Path) -> None:
+    audio = Audio(np.zeros(16000 * 3, np.float32), 16000)
+    out = write_video(tmp_path / "cut.mp4", _frames(24), 24, audio=audio)
+    back = read_video(out).read_audio()
+    assert abs(back.duration - 1.0) <= 1 / 24
+
+
+def test_fractional_fps_and_odd_sides(tmp_path: Path) -> None:
+    frames = _frames(30, h=47, w=65)
+    out = write_video(tmp_path / "odd.mp4", frames, 30000 / 1001)
+    reader = read_video(out)
+    assert reader.num_frames == 30
+    assert reader.fps == pytest.approx(29.97, abs=0.01)
+    assert (reader.width, reader.height) == (66, 48)
+    decoded = reader.read_all()
+    # the replicated padding leaves the picture itself intact (up to compression)
+    assert np.abs(decoded[:, :47, :65].astype(int) - frames.astype(int)).mean() < 4
+
+
+def test_lazy_frame_selection(media: Path) -> None:
+    reader = read_video(media / "clips" / "talking_face_2.mp4")
+    picked = list(reader.frames(start=10, stop=30, step=5))
+    assert len(picked) == 4 and picked[0].shape == (reader.height, reader.width, 3)
+
+
+def test_streaming_writer_is_atomic(tmp_path: Path) -> None:
+    target = tmp_path / "final.mp4"
+    write_video(target, _frames(10), 10)
+    before = target.read_bytes()
+    with pytest.raises(RuntimeError, match="boom"):
+        with VideoWriter(target, 10) as writer:
+            writer.write(_frames(5))
+            raise RuntimeError("boom")
+    assert target.read_bytes() == before  # the old finished file is untouched
+    assert [p.name for p in tmp_path.iterdir()] == ["final.mp4"]  # no partial file left
+    with VideoWriter(tmp_path / "streamed.mp4", 10, audio=Audio(np.zeros(32000, np.float32), 16000)) as writer:
+        for batch in np.array_split(_frames(20), 4):
+            writer.write(batch)
+            assert not (tmp_path / "streamed.mp4").exists()
+    assert read_video(tmp_path / "streamed.mp4").num_frames == 20
+
+
+def test_writer_rejects_bad_frames(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="uint8"):
+        with VideoWriter(tmp_path / "x.mp4", 10) as writer:
+            writer.write(np.zeros((2, 8, 8, 3), np.float32))
+    assert not list(tmp_path.iterdir())
+
+
+def test_bad_videos(tmp_path: Path) -> None:
+    fake = tmp_path / "clip.mp4"
+    fake.write_text("definitely not a video")
+    with pytest.raises(InputError, match="not a readable video"):
+        read_video(fake)
+    with pytest.raises(InputError, match="not found"):
+        read_video(tmp_path / "missing.mp4")
