@@ -14,6 +14,12 @@ from soul.cli.app import app, state
 from soul.errors import SoulError
 
 # Command modules register themselves on `app` at import time.
+from soul.cli import generate as _generate  # noqa: F401,E402
+from soul.cli import demo as _demo  # noqa: F401,E402
+from soul.cli import info as _info  # noqa: F401,E402
+from soul.cli import download as _download  # noqa: F401,E402
+from soul.cli import train as _train  # noqa: F401,E402
+from soul.cli import data as _data  # noqa: F401,E402
 from soul.cli import probe as _probe  # noqa: F401,E402
 
 

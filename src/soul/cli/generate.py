@@ -1,0 +1,58 @@
+"""`soul generate`: portrait + speech (+ prompt) to an MP4 that carries the speech."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from soul.cli.app import app, state
+
+
+@app.command(
+    help=(
+        "Animate a portrait with speech. The output MP4 (H.264 + AAC) carries the input audio and "
+        "lasts exactly as long, to the frame. Several --audio files drive several people (left to "
+        "right as found on the portrait, or bound to --mask images).\n\n"
+        "Examples:\n\n"
+        "  soul generate --image me.jpg --audio hello.wav --prompt 'a woman talking' -o out.mp4\n\n"
+        "  soul generate --preset wan22-ti2v-5b --checkpoint ~/weights/soul --image host.png "
+        "--audio a.wav --audio b.wav -o duo.mp4"
+    )
+)
+def generate(
+    image: Path = typer.Option(..., "--image", "-i", help="Portrait image (any Pillow format)."),
+    audio: list[Path] = typer.Option(..., "--audio", "-a", help="Speech or singing (WAV/FLAC/MP3/OGG/M4A or a video); repeat for several people."),
+    output: Path = typer.Option(..., "--output", "-o", help="Output .mp4 path."),
+    prompt: str = typer.Option("", "--prompt", "-p", help="What the video shows (scene, framing, emotion)."),
+    negative_prompt: str = typer.Option("", "--negative-prompt", help="What to steer away from."),
+    preset: str = typer.Option("tiny", "--preset", help="Model preset: tiny (random toy weights) or wan22-ti2v-5b (needs --checkpoint)."),
+    checkpoint: Path = typer.Option(None, "--checkpoint", help="Directory in the Wan2.2-TI2V-5B-Diffusers layout, plus Soul's layers."),
+    height: int = typer.Option(None, "--height", help="Output height in px (multiple of 32 for the 5B model)."),
+    width: int = typer.Option(None, "--width", help="Output width in px."),
+    fps: int = typer.Option(None, "--fps", help="Frames per second (preset default)."),
+    steps: int = typer.Option(None, "--steps", help="Sampling steps (preset default)."),
+    text_scale: float = typer.Option(None, "--text-scale", help="Text guidance scale (1 = off)."),
+    audio_scale: float = typer.Option(None, "--audio-scale", help="Audio guidance scale (1 = off)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives the same video."),
+    mask: list[Path] = typer.Option(None, "--mask", help="One mask image per --audio (white = that person)."),
+    device: str = typer.Option("cpu", "--device", help="torch device, e.g. cuda or cuda:1."),
+    dtype: str = typer.Option("float32", "--dtype", help="float32, bfloat16 or float16."),
+    cpu_offload: bool = typer.Option(False, "--cpu-offload", help="Keep idle models on the CPU (small GPUs)."),
+    json_out: bool = typer.Option(False, "--json", help="Print a JSON summary."),
+) -> None:
+    from soul.cli.progress import step_progress
+    from soul.generate import build_request, run_generate
+
+    request = build_request(
+        image=image, audio=audio, output=output, prompt=prompt, negative_prompt=negative_prompt, preset=preset,
+        checkpoint=checkpoint, height=height, width=width, fps=fps, steps=steps, text_scale=text_scale,
+        audio_scale=audio_scale, seed=seed, masks=mask or [], device=device, dtype=dtype, cpu_offload=cpu_offload,
+    )
+    with step_progress("sampling", enabled=not (state.quiet or json_out)) as progress:
+        result = run_generate(request, progress=progress)
+    if json_out:
+        typer.echo(json.dumps(result.as_dict(), indent=2, default=str))
+    elif not state.quiet:
+        typer.echo(f"wrote {result.output}: {result.num_frames} frames at {result.fps} fps ({result.duration:.2f} s, audio {result.audio_duration:.2f} s) in {result.seconds:.1f} s")

@@ -1,0 +1,265 @@
+"""Soul's model presets: plain data that say which real classes to build, and at what size.
+
+A preset is a YAML file under `soul/presets/` (or any YAML path a user gives). It is data, not code,
+so a user can add a size or swap an audio encoder without touching Python, and so the tiny preset
+used by the tests builds exactly the classes the 5B preset builds, only smaller. The pydantic
+models below check a preset when it is read, so a typo fails at load time with the file's name
+rather than deep inside a constructor.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from soul.errors import InputError
+
+PRESET_DIR = "presets"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TransformerConfig(_Section):
+    """Keyword arguments of diffusers' `WanTransformer3DModel`, spelled as diffusers spells them."""
+
+    patch_size: tuple[int, int, int] = (1, 2, 2)
+    num_attention_heads: int = Field(gt=0)
+    attention_head_dim: int = Field(gt=0)
+    in_channels: int = Field(gt=0)
+    out_channels: int = Field(gt=0)
+    text_dim: int = Field(gt=0)
+    freq_dim: int = Field(gt=0)
+    ffn_dim: int = Field(gt=0)
+    num_layers: int = Field(gt=0)
+    cross_attn_norm: bool = True
+    qk_norm: str | None = "rms_norm_across_heads"
+    eps: float = 1e-6
+    image_dim: int | None = None
+    added_kv_proj_dim: int | None = None
+    rope_max_seq_len: int = 1024
+    pos_embed_seq_len: int | None = None
+
+    @field_validator("attention_head_dim")
+    @classmethod
+    def _rope_split(cls, value: int) -> int:
+        # Wan's RoPE gives h and w 2*(d//6) dims each and t the rest; each part must be even and
+        # non-empty or the rotary tables cannot be built.
+        if value % 2 or value < 6:
+            raise ValueError("attention_head_dim must be even and >= 6 (RoPE splits it t/h/w in even parts)")
+        return value
+
+    @property
+    def inner_dim(self) -> int:
+        return self.num_attention_heads * self.attention_head_dim
+
+    def kwargs(self) -> dict[str, Any]:
+        """The constructor kwargs of `WanTransformer3DModel`."""
+        out = self.model_dump()
+        out["patch_size"] = tuple(out["patch_size"])
+        return out
+
+
+class VAEConfig(_Section):
+    """Keyword arguments of diffusers' `AutoencoderKLWan` (Wan2.2 layout: z=48, 16x spatial)."""
+
+    base_dim: int = Field(gt=0)
+    decoder_base_dim: int | None = None
+    z_dim: int = Field(gt=0)
+    dim_mult: list[int]
+    num_res_blocks: int = Field(gt=0)
+    attn_scales: list[float] = Field(default_factory=list)
+    temperal_downsample: list[bool]
+    dropout: float = 0.0
+    is_residual: bool = True
+    in_channels: int = 12
+    out_channels: int = 12
+    patch_size: int | None = 2
+    scale_factor_temporal: int = 4
+    scale_factor_spatial: int = 16
+    latents_mean: list[float]
+    latents_std: list[float]
+
+    @model_validator(mode="after")
+    def _stats_match_channels(self) -> VAEConfig:
+        if len(self.latents_mean) != self.z_dim or len(self.latents_std) != self.z_dim:
+            raise ValueError(f"latents_mean and latents_std need z_dim={self.z_dim} values each")
+        if any(s <= 0 for s in self.latents_std):
+            raise ValueError("latents_std values must be positive")
+        if len(self.temperal_downsample) != len(self.dim_mult) - 1:
+            raise ValueError("temperal_downsample needs len(dim_mult) - 1 entries")
+        return self
+
+    def kwargs(self) -> dict[str, Any]:
+        """The constructor kwargs of `AutoencoderKLWan`."""
+        return self.model_dump()
+
+
+class TextEncoderConfig(_Section):
+    """The umT5 encoder: where its weights live and the `transformers.UMT5Config` kwargs."""
+
+    hub_id: str
+    subfolder: str | None = None
+    tokenizer_subfolder: str | None = None
+    max_length: int = Field(512, gt=0)
+    config: dict[str, Any]
+
+    @model_validator(mode="after")
+    def _buildable(self) -> TextEncoderConfig:
+        from transformers import UMT5Config
+
+        UMT5Config(**self.config)
+        return self
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.config["d_model"])
+
+
+class AudioEncoderConfig(_Section):
+    """The wav2vec2 audio encoder: where its weights live and the `Wav2Vec2Config` kwargs."""
+
+    hub_id: str | None = None
+    sample_rate: int = 16000
+    feature_rate: int = 50
+    config: dict[str, Any]
+
+    @model_validator(mode="after")
+    def _buildable(self) -> AudioEncoderConfig:
+        from transformers import Wav2Vec2Config
+
+        Wav2Vec2Config(**self.config)
+        return self
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.config["hidden_size"])
+
+    @property
+    def num_hidden_states(self) -> int:
+        """Hidden states Soul reads: the embedding output plus one per transformer layer."""
+        return int(self.config["num_hidden_layers"]) + 1
+
+
+class AudioInjectionConfig(_Section):
+    """Size and placement of Soul's audio layers (DESIGN 3.2)."""
+
+    tokens_per_frame: int = Field(32, gt=0)
+    context_frames: int = Field(2, ge=0)
+    layers: Literal["all"] | list[int] = "all"
+    max_streams: int = Field(4, gt=0)
+    projector_hidden_dim: int = Field(1024, gt=0)
+    token_dim: int = Field(768, gt=0)
+
+    @property
+    def window(self) -> int:
+        """Video frames per latent frame's window: the 4 frames it covers plus context both sides."""
+        return 4 + 2 * self.context_frames
+
+    def block_indices(self, num_layers: int) -> list[int]:
+        """The transformer blocks that receive audio, checked against the backbone depth."""
+        if self.layers == "all":
+            return list(range(num_layers))
+        indices = sorted(set(self.layers))
+        bad = [i for i in indices if not 0 <= i < num_layers]
+        if bad:
+            raise InputError("audio.layers", f"block indices {bad} outside 0..{num_layers - 1}", "list valid block indices or 'all'")
+        return indices
+
+
+class SamplingConfig(_Section):
+    """Default generation settings; the official TI2V-5B ones for the 5B preset."""
+
+    height: int = Field(gt=0)
+    width: int = Field(gt=0)
+    fps: int = Field(gt=0)
+    chunk_frames: int = Field(gt=0)
+    steps: int = Field(gt=0)
+    flow_shift: float = Field(gt=0)
+    text_scale: float = 5.0
+    audio_scale: float = 4.0
+
+    @field_validator("chunk_frames")
+    @classmethod
+    def _causal_frames(cls, value: int) -> int:
+        if (value - 1) % 4:
+            raise ValueError("chunk_frames must be 4k+1 (the VAE is causal, 4x in time)")
+        return value
+
+
+class HubConfig(_Section):
+    """Repository ids `soul download` fetches on a connected machine; null for presets built from config only."""
+
+    backbone: str | None = None
+    soul_layers: str | None = None
+
+
+class SoulConfig(_Section):
+    """One preset: every model Soul builds plus its sampling defaults."""
+
+    name: str
+    transformer: TransformerConfig
+    vae: VAEConfig
+    text_encoder: TextEncoderConfig
+    audio_encoder: AudioEncoderConfig
+    audio: AudioInjectionConfig
+    sampling: SamplingConfig
+    hub: HubConfig
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SoulConfig:
+        t, v = self.transformer, self.vae
+        if t.in_channels != v.z_dim or t.out_channels != v.z_dim:
+            raise ValueError(f"transformer in/out channels ({t.in_channels}/{t.out_channels}) must equal vae z_dim {v.z_dim}")
+        if t.text_dim != self.text_encoder.hidden_size:
+            raise ValueError(f"transformer text_dim {t.text_dim} != text encoder d_model {self.text_encoder.hidden_size}")
+        self.audio.block_indices(t.num_layers)
+        step = v.scale_factor_spatial * t.patch_size[1]
+        if self.sampling.height % step or self.sampling.width % step:
+            raise ValueError(f"sampling height/width must be multiples of {step}")
+        return self
+
+    @property
+    def spatial_multiple(self) -> int:
+        """Pixel sides must be multiples of this (VAE downscale x transformer patch)."""
+        return self.vae.scale_factor_spatial * self.transformer.patch_size[1]
+
+
+def available_presets() -> list[str]:
+    """Names of the presets shipped inside the package."""
+    root = resources.files("soul").joinpath(PRESET_DIR)
+    return sorted(p.name[: -len(".yaml")] for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_preset(name_or_path: str | Path) -> SoulConfig:
+    """Read a shipped preset by name, or any YAML file by path, into a checked `SoulConfig`."""
+    text: str
+    source = str(name_or_path)
+    path = Path(source)
+    if path.suffix in {".yaml", ".yml"} or path.exists():
+        if not path.is_file():
+            raise InputError(path, "preset file not found", f"give an existing YAML file or one of: {', '.join(available_presets())}")
+        text = path.read_text(encoding="utf-8")
+    else:
+        names = available_presets()
+        if source not in names:
+            raise InputError(f"preset {source!r}", "unknown preset", f"available presets: {', '.join(names)}")
+        text = resources.files("soul").joinpath(PRESET_DIR, f"{source}.yaml").read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise InputError(source, f"not valid YAML: {err}", "fix the YAML syntax") from err
+    if not isinstance(data, dict):
+        raise InputError(source, "a preset must be a YAML mapping", "see soul/presets/tiny.yaml for the layout")
+    data.setdefault("name", path.stem if path.suffix in {".yaml", ".yml"} else source)
+    try:
+        return SoulConfig.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise InputError(source, f"{where}: {first['msg']}", f"{len(err.errors())} problem(s); compare with soul/presets/tiny.yaml") from err

@@ -1,0 +1,588 @@
+"""SoulPipeline: portrait + prompt + speech -> a lip-synced video chunk, in the diffusers style.
+
+The pipeline owns its sampling loop instead of delegating to diffusers' ``WanImageToVideoPipeline``
+because Soul needs what that pipeline does not take: explicit sigmas, clean prefix frames beyond
+the first (long video), three-pass text/audio guidance and audio features per latent frame. The TI2V
+mechanics follow diffusers' ``expand_timesteps=True`` path exactly: the portrait's normalised latent
+replaces latent frame 0 before every step and after the loop, and its tokens carry timestep 0.
+
+``denoise_chunk`` is the loop itself, free of any pixels or encoders, so the long-video layer can
+lay out ``[anchor | motion prefix | noisy]`` chunks and call it once per chunk.
+
+Components are Soul's wrappers (text and audio encoders with their processors), which diffusers'
+``DiffusionPipeline`` loader cannot describe in ``model_index.json``; so this class implements
+``from_pretrained`` / ``save_pretrained`` / offloading itself, on the official directory layout.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from diffusers import AutoencoderKLWan, UniPCMultistepScheduler
+from diffusers.utils.torch_utils import randn_tensor
+from PIL import Image
+
+from soul.config import SoulConfig, available_presets, load_preset
+from soul.errors import InputError
+from soul.media.audio import Audio
+from soul.media.image import fit_image
+from soul.models.audio_encoder import SAMPLE_RATE, SoulAudioEncoder, frames_for_duration, video_frames_for_duration
+from soul.models.checkpoint import SOUL_DIR, check_transformer_files, load_transformer, save_checkpoint
+from soul.models.person_masks import person_masks_for
+from soul.models.text_encoder import SoulTextEncoder
+from soul.models.transformer import SoulTransformer3DModel, build_transformer
+from soul.models.vae import build_vae, decode_latents, encode_frames, load_vae
+from soul.sampling.guidance import Conditions, Guidance, GuidancePass, VelocityModel, guided_velocity
+from soul.sampling.layout import LatentLayout, audio_frame_mask, latent_layout, token_timesteps
+from soul.sampling.schedules import SAMPLERS, make_sampler, resolve_sigmas
+
+StepCallback = Callable[[int, int, torch.Tensor], None]
+"""``callback(step, total, latents)`` after every sampler step (step counts from 1)."""
+
+PRESET_FILE = "preset.yaml"
+AUDIO_ENCODER_DIR = "audio_encoder"
+DEFAULT_PRESET = "wan22-ti2v-5b"
+_FIX_DIR = "download it with `soul download`, or point at a directory written by SoulPipeline.save_pretrained"
+
+
+@dataclass
+class SoulOutput:
+    """A generated clip: uint8 frames ``[T, H, W, 3]`` (None for ``output_type="latent"``), its
+    normalised latents ``[1, C, F, h, w]``, the frame rate and what was run (seed, steps, ...)."""
+
+    frames: np.ndarray | None
+    latents: torch.Tensor
+    fps: float
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------- the loop
+
+
+def as_velocity_model(transformer: torch.nn.Module) -> VelocityModel:
+    """Adapt the transformer to the guidance interface: inputs cast to its dtype, float32 out.
+
+    The compute dtype is the patch embedding's: Wan keeps some tables in float32 even in a bf16
+    model, so "the first parameter" can be the wrong answer.
+    """
+    embed = getattr(transformer, "patch_embedding", None)
+    param = embed.weight if isinstance(embed, torch.nn.Module) else next(transformer.parameters())
+
+    def velocity(
+        *,
+        hidden_states: torch.Tensor,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        audio_features: torch.Tensor | None = None,
+        **extra: Any,
+    ) -> torch.Tensor:
+        out = transformer(
+            hidden_states=hidden_states.to(param.device, param.dtype),
+            timestep=timestep.to(param.device),
+            encoder_hidden_states=encoder_hidden_states.to(param.device, param.dtype),
+            audio_features=None if audio_features is None else audio_features.to(param.device, param.dtype),
+            return_dict=False,
+            **{k: (v.to(param.device) if isinstance(v, torch.Tensor) else v) for k, v in extra.items()},
+        )
+        return out[0].float()
+
+    return velocity
+
+
+def denoise_chunk(
+    transformer: torch.nn.Module,
+    latents: torch.Tensor,
+    prefix: torch.Tensor,
+    conditions: Conditions,
+    sigmas: torch.Tensor,
+    *,
+    guidance: Guidance | None = None,
+    sampler: str = "euler",
+    generator: torch.Generator | None = None,
+    batched_guidance: bool = False,
+    callback: StepCallback | None = None,
+) -> torch.Tensor:
+    """Denoise one chunk whose first ``P`` latent frames are clean and given.
+
+    - ``latents``: ``[B, C, F, h, w]`` starting latents for the whole chunk (noise at ``sigmas[0]``);
+      the first ``P`` frames are overwritten by ``prefix``.
+    - ``prefix``: ``[B, C, P, h, w]`` clean normalised latents, ``P >= 1``: the anchor (portrait)
+      then any motion frames. They get timestep 0 and no audio, and are re-imposed before every
+      step and after the loop, so the result starts with exactly ``prefix``.
+    - ``conditions``: text / negative-text embeddings, audio features ``[B, N, F, W, L, D]`` for
+      the whole chunk (or None) and ``extra={"audio_masks": [B, N, h, w]}`` when needed; the
+      audio frame mask is added here from ``P``.
+    - ``sigmas``: the schedule, ending at 0 (``schedules.resolve_sigmas``).
+
+    Returns the denoised chunk ``[B, C, F, h, w]`` (float32, normalised latents). Runs under the
+    caller's grad mode, so trainers (e.g. distillation) can backpropagate through it.
+    """
+    guidance = guidance or Guidance()
+    if latents.ndim != 5 or prefix.ndim != 5:
+        raise ValueError(f"latents {tuple(latents.shape)} and prefix {tuple(prefix.shape)} must be [B, C, F, h, w]")
+    b, c, f, h, w = latents.shape
+    p = prefix.shape[2]
+    if (prefix.shape[0], prefix.shape[1], prefix.shape[3], prefix.shape[4]) != (b, c, h, w) or not 1 <= p <= f:
+        raise ValueError(f"prefix {tuple(prefix.shape)} does not fit latents {tuple(latents.shape)} (need 1 <= P <= F)")
+    if conditions.audio is not None and (conditions.audio.shape[0], conditions.audio.shape[2]) != (b, f):
+        raise ValueError(f"audio features {tuple(conditions.audio.shape)} must be [B={b}, N, F={f}, ...]")
+    patch = tuple(int(x) for x in transformer.config.patch_size)
+
+    device = latents.device
+    extra = dict(conditions.extra)
+    extra["audio_frame_mask"] = audio_frame_mask(f, p, b, device) if conditions.audio is not None else None
+    conds = Conditions(text=conditions.text, null_text=conditions.null_text, audio=conditions.audio, extra=extra)
+    model = as_velocity_model(transformer)
+    prefix = prefix.to(device=device, dtype=torch.float32)
+    run = make_sampler(sampler, sigmas, generator)
+
+    x = latents.float().clone()
+    x[:, :, :p] = prefix
+    for i in range(run.num_steps):
+        t = token_timesteps(run.timestep(i), (f, h, w), patch, p, b, device)
+        v = guided_velocity(model, x, t, conds, guidance, batched=batched_guidance)
+        x = run.step(v, i, x)
+        x[:, :, :p] = prefix
+        if callback is not None:
+            callback(i + 1, run.num_steps, x)
+    return x
+
+
+# ------------------------------------------------------------------------------------ pipeline
+
+
+def _to_pil(image: Image.Image | np.ndarray) -> Image.Image:
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    if isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8:
+        return Image.fromarray(image)
+    raise InputError("image", f"got {type(image).__name__}", "pass a PIL image or a uint8 HxWx3 array (soul.media.load_image)")
+
+
+def _audio_streams(audio: np.ndarray | Audio | Sequence[np.ndarray | Audio] | None, max_streams: int) -> list[np.ndarray]:
+    if audio is None:
+        raise InputError("audio", "no speech track given", "pass 16 kHz mono samples (soul.media.load_audio(path))")
+    streams = [audio] if isinstance(audio, (np.ndarray, Audio)) else list(audio)
+    if not streams:
+        raise InputError("audio", "an empty list of tracks", "pass at least one 16 kHz mono track")
+    if len(streams) > max_streams:
+        raise InputError("audio", f"{len(streams)} speech tracks, the model supports at most {max_streams}", f"pass {max_streams} or fewer tracks (one per person)")
+    out = []
+    for n, s in enumerate(streams):
+        if isinstance(s, Audio):
+            if s.sample_rate != SAMPLE_RATE:
+                raise InputError(f"audio[{n}]", f"is {s.sample_rate} Hz, the audio encoder needs {SAMPLE_RATE} Hz", f"load it with soul.media.load_audio(path, {SAMPLE_RATE})")
+            s = s.mono()
+        arr = np.asarray(s)
+        if arr.ndim != 1 or arr.size == 0 or not np.issubdtype(arr.dtype, np.floating):
+            raise InputError(f"audio[{n}]", f"shape {arr.shape} dtype {arr.dtype}", "pass a non-empty 1-D float array of 16 kHz mono samples")
+        if not np.all(np.isfinite(arr)):
+            raise InputError(f"audio[{n}]", "contains NaN or infinite samples", "fix or re-load the audio file")
+        out.append(arr.astype(np.float32, copy=False))
+    return out
+
+
+def _frames_to_uint8(video: torch.Tensor) -> np.ndarray:
+    """VAE output ``[1, 3, T, H, W]`` in [-1, 1] -> ``[T, H, W, 3]`` uint8."""
+    x = ((video[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(1, 2, 3, 0).contiguous().cpu().numpy()
+
+
+class SoulPipeline:
+    """Generation with Soul: ``SoulPipeline.from_pretrained(dir)(image=..., audio=..., prompt=...)``."""
+
+    def __init__(
+        self,
+        transformer: SoulTransformer3DModel,
+        vae: AutoencoderKLWan,
+        text_encoder: SoulTextEncoder,
+        audio_encoder: SoulAudioEncoder,
+        config: SoulConfig,
+    ) -> None:
+        self.transformer = transformer
+        self.vae = vae
+        self.text_encoder = text_encoder
+        self.audio_encoder = audio_encoder
+        self.config = config
+        self._offload_device: torch.device | None = None
+
+    # ------------------------------------------------------------------------------- building
+
+    @classmethod
+    def from_preset(
+        cls,
+        preset: str | Path | SoulConfig = "tiny",
+        *,
+        seed: int = 0,
+        torch_dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ) -> SoulPipeline:
+        """Random weights at a preset's sizes (tests, smoke runs, training from scratch).
+
+        Every component is seeded from ``seed`` so two builds with the same seed are identical.
+        """
+        config = preset if isinstance(preset, SoulConfig) else load_preset(preset)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            transformer = build_transformer(config, dtype=torch_dtype, device=device).eval()
+            # float32 VAE, as from_pretrained loads it: decoding is precision-sensitive.
+            vae = build_vae(config, dtype=torch.float32, device=device)
+            text_encoder = SoulTextEncoder.build(config)
+            audio_encoder = SoulAudioEncoder.build(config)
+        text_encoder.model.to(device=device, dtype=torch_dtype)
+        audio_encoder.model.to(device)
+        return cls(transformer, vae, text_encoder, audio_encoder, config)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        *,
+        preset: str | Path | SoulConfig | None = None,
+        torch_dtype: torch.dtype = torch.bfloat16,
+        vae_dtype: torch.dtype = torch.float32,
+        audio_encoder_dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ) -> SoulPipeline:
+        """Load a checkpoint in the official Wan2.2-TI2V-5B-Diffusers layout, plus Soul's files.
+
+        ``path`` is a directory, or a preset name whose ``hub.backbone`` was fetched into the local
+        Hugging Face cache by ``soul download``. Reads ``model_index.json``, ``transformer/``,
+        ``vae/``, ``text_encoder/``, ``tokenizer/`` and, when present, ``soul/`` (audio layers,
+        ``audio_encoder/``, ``preset.yaml``). Without Soul's layers (the untouched official
+        download) the audio layers start at zero output, i.e. plain TI2V, and the audio encoder
+        comes from the preset's hub id in the cache. The VAE and the audio encoder default to
+        float32 (small, and the VAE's decode is precision-sensitive); the transformer and umT5 use
+        ``torch_dtype``. Every missing file, and every mismatch between the files and the preset,
+        is an InputError naming the file, raised before any weight is read.
+        """
+        root = cls._locate(path)
+        config = cls._resolve_config(root, preset)
+        for sub in ("model_index.json", "vae/config.json", "text_encoder/config.json", "tokenizer"):
+            if not (root / sub).exists():
+                raise InputError(root / sub, "missing from the checkpoint", _FIX_DIR)
+        check_transformer_files(root)
+        cls._check_matches(root / "transformer/config.json", config.transformer.kwargs(), config)
+        cls._check_matches(root / "vae/config.json", config.vae.kwargs(), config, skip=("latents_mean", "latents_std"))
+        transformer = load_transformer(root, config=config, dtype=torch_dtype, device=device)
+        vae = load_vae(root, dtype=vae_dtype, device=device)
+        text_encoder = SoulTextEncoder.from_pretrained(root, config, torch_dtype=torch_dtype)
+        text_encoder.model.to(device)
+        audio_dir = root / SOUL_DIR / AUDIO_ENCODER_DIR
+        audio_encoder = SoulAudioEncoder.from_pretrained(audio_dir if audio_dir.is_dir() else None, config, torch_dtype=audio_encoder_dtype)
+        audio_encoder.model.to(device)
+        return cls(transformer, vae, text_encoder, audio_encoder, config)
+
+    @staticmethod
+    def _locate(path: str | Path) -> Path:
+        root = Path(path)
+        if root.is_dir():
+            return root
+        name = str(path)
+        if name not in available_presets():
+            raise InputError(root, "checkpoint directory not found", _FIX_DIR)
+        repo = load_preset(name).hub.backbone
+        if repo is None:
+            raise InputError(f"preset {name}", "has no downloadable weights", f"use SoulPipeline.from_preset({name!r}) for random weights")
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import LocalEntryNotFoundError
+
+        try:
+            return Path(snapshot_download(repo, local_files_only=True))
+        except (LocalEntryNotFoundError, OSError) as err:
+            raise InputError(
+                f"preset {name!r}",
+                f"the weights of {repo} are not in the local Hugging Face cache",
+                f"run `soul download --preset {name}`, or use SoulPipeline.from_preset({name!r}) for random weights",
+            ) from err
+
+    @staticmethod
+    def _resolve_config(root: Path, preset: str | Path | SoulConfig | None) -> SoulConfig:
+        saved = root / SOUL_DIR / PRESET_FILE
+        if preset is None:
+            return load_preset(saved) if saved.is_file() else load_preset(DEFAULT_PRESET)
+        return preset if isinstance(preset, SoulConfig) else load_preset(preset)
+
+    @staticmethod
+    def _check_matches(source: Path, expected: dict[str, Any], config: SoulConfig, skip: Sequence[str] = ()) -> None:
+        """The checkpoint's config.json must describe the model the preset describes."""
+        try:
+            found = json.loads(source.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as err:
+            raise InputError(source, f"cannot be read as JSON ({err})", _FIX_DIR) from err
+
+        def norm(value: Any) -> Any:
+            return list(value) if isinstance(value, (list, tuple)) else value
+
+        for key, want in expected.items():
+            if key in skip or key not in found:
+                continue
+            if norm(found[key]) != norm(want):
+                raise InputError(
+                    source,
+                    f"{key}={found[key]!r} but preset {config.name!r} says {want!r}",
+                    "pass the preset the checkpoint was made for (preset=...)",
+                )
+
+    def save_pretrained(self, path: str | Path) -> Path:
+        """Write the official layout plus ``soul/``; ``from_pretrained`` on it reproduces this pipeline."""
+        root = Path(path)
+        root.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(self.transformer, root)
+        self.vae.save_pretrained(root / "vae", safe_serialization=True)
+        self.text_encoder.save_pretrained(root)
+        self.audio_encoder.save_pretrained(root / SOUL_DIR / AUDIO_ENCODER_DIR)
+        # A scheduler config, so diffusers' own Wan pipelines can load the directory too.
+        UniPCMultistepScheduler(
+            prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=self.config.sampling.flow_shift
+        ).save_pretrained(root / "scheduler")
+        (root / SOUL_DIR / PRESET_FILE).write_text(
+            yaml.safe_dump(self.config.model_dump(mode="json"), sort_keys=False), encoding="utf-8"
+        )
+        index = {
+            "_class_name": "WanImageToVideoPipeline",
+            "_diffusers_version": _diffusers_version(),
+            "expand_timesteps": True,
+            "boundary_ratio": None,
+            "scheduler": ["diffusers", "UniPCMultistepScheduler"],
+            "text_encoder": ["transformers", "UMT5EncoderModel"],
+            "tokenizer": ["transformers", type(self.text_encoder.tokenizer).__name__],
+            "transformer": ["diffusers", "WanTransformer3DModel"],
+            "transformer_2": [None, None],
+            "vae": ["diffusers", "AutoencoderKLWan"],
+            "image_encoder": [None, None],
+            "image_processor": [None, None],
+        }
+        (root / "model_index.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+        return root
+
+    # ------------------------------------------------------------------------------- devices
+
+    def to(self, device: torch.device | str) -> SoulPipeline:
+        """Move every component to ``device`` (turns offloading off)."""
+        self._offload_device = None
+        for module in self._modules().values():
+            module.to(device)
+        return self
+
+    def enable_model_cpu_offload(self, device: torch.device | str = "cuda") -> None:
+        """Keep components on the CPU and move each to ``device`` only while it runs.
+
+        Per-component moves rather than accelerate hooks: the encoders are wrappers whose
+        ``encode`` is not a module ``forward``, so a forward hook would never fire.
+        """
+        self._offload_device = torch.device(device)
+        for module in self._modules().values():
+            module.to("cpu")
+
+    def enable_vae_tiling(self) -> None:
+        """Decode in overlapping spatial tiles (diffusers' Wan VAE tiling) to bound memory."""
+        self.vae.enable_tiling()
+
+    def _modules(self) -> dict[str, torch.nn.Module]:
+        return {
+            "text_encoder": self.text_encoder.model,
+            "audio_encoder": self.audio_encoder.model,
+            "transformer": self.transformer,
+            "vae": self.vae,
+        }
+
+    @property
+    def device(self) -> torch.device:
+        """Where computation runs (the offload target when offloading)."""
+        return self._offload_device or next(self.transformer.parameters()).device
+
+    def _activate(self, name: str) -> None:
+        if self._offload_device is None:
+            return
+        for other, module in self._modules().items():
+            module.to(self._offload_device if other == name else "cpu")
+
+    # ------------------------------------------------------------------------------- encoders
+
+    def encode_prompt(self, prompts: list[str]) -> torch.Tensor:
+        """umT5 embeddings ``[B, L, D]`` padded to the preset's text length."""
+        self._activate("text_encoder")
+        with torch.no_grad():
+            return self.text_encoder.encode(prompts, max_length=self.config.text_encoder.max_length).to(self.device)
+
+    def encode_audio(self, streams: list[np.ndarray], num_frames: int, fps: float) -> torch.Tensor:
+        """Windowed wav2vec2 features ``[1, N, F_lat, W, L, D]`` aligned to the video frames."""
+        self._activate("audio_encoder")
+        with torch.no_grad():
+            feats = self.audio_encoder.encode_streams(streams, fps=fps, num_frames=num_frames)
+        return feats.unsqueeze(0).float().to(self.device)
+
+    def encode_image(self, image: Image.Image, width: int, height: int) -> torch.Tensor:
+        """The portrait fitted to the clip, VAE-encoded as one frame: ``[1, C, 1, h, w]`` normalised."""
+        fitted = fit_image(image, width, height)
+        pixels = torch.from_numpy(np.asarray(fitted, dtype=np.float32) / 127.5 - 1.0)
+        pixels = pixels.permute(2, 0, 1)[None, :, None]
+        self._activate("vae")
+        with torch.no_grad():
+            return encode_frames(self.vae, pixels).float().to(self.device)
+
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
+        """Normalised latents ``[1, C, F, h, w]`` -> uint8 frames ``[T, H, W, 3]``."""
+        self._activate("vae")
+        with torch.no_grad():
+            return _frames_to_uint8(decode_latents(self.vae, latents))
+
+    def _masks(self, image: Image.Image, person_masks: np.ndarray | None, streams: int, layout: LatentLayout) -> torch.Tensor | None:
+        size = (layout.latent_height, layout.latent_width)
+        if person_masks is None:
+            if streams == 1:
+                return None
+            # Found on the fitted portrait: the masks must cover what the model sees, crop included.
+            person_masks = person_masks_for(fit_image(image, layout.width, layout.height), streams, size)
+            if person_masks is None:
+                raise InputError("person_masks", f"could not find {streams} people in the portrait", f"pass person_masks as an array [{streams}, H, W] (one mask per speaker)")
+        masks = np.asarray(person_masks, dtype=np.float32)
+        if masks.ndim != 3 or masks.shape[0] != streams:
+            raise InputError("person_masks", f"shape {masks.shape}", f"pass [{streams}, H, W]: one mask per audio track")
+        t = torch.from_numpy(masks)[None]
+        if tuple(t.shape[-2:]) != size:
+            # Masks may come at pixel resolution; area-average them onto the latent grid.
+            t = F.interpolate(t, size=size, mode="area" if t.shape[-2] % size[0] == 0 and t.shape[-1] % size[1] == 0 else "bilinear")
+        return t.clamp(0, 1).to(self.device)
+
+    # ------------------------------------------------------------------------------- generation
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        image: Image.Image | np.ndarray,
+        audio: np.ndarray | Audio | Sequence[np.ndarray | Audio],
+        prompt: str,
+        negative_prompt: str = "",
+        *,
+        num_frames: int | None = None,
+        duration: float | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        fps: float | None = None,
+        num_inference_steps: int | None = None,
+        sigmas: Sequence[float] | None = None,
+        sampler: Literal["euler", "unipc", "x0"] = "unipc",
+        shift: float | None = None,
+        text_guidance_scale: float | None = None,
+        audio_guidance_scale: float | None = None,
+        guidance: bool = True,
+        batched_guidance: bool = False,
+        generator: torch.Generator | None = None,
+        person_masks: np.ndarray | None = None,
+        callback: StepCallback | None = None,
+        output_type: Literal["np", "latent"] = "np",
+    ) -> SoulOutput:
+        """Generate one chunk. Defaults come from the preset's ``sampling`` section.
+
+        The default sampler is UniPC, the official Wan2.2 one; few-step students use
+        ``sampler="x0"`` with their fixed ``sigmas`` and ``guidance=False``.
+
+        Length: ``num_frames`` (4k+1), else ``duration`` seconds, else the longest audio track,
+        rounded up to 4k+1 frames (``info["video_frames"]`` keeps the audio's own frame count for
+        the writer). Audio is 16 kHz mono samples or ``soul.media.Audio``. ``sigmas`` (noise
+        levels, high to low) override ``num_inference_steps``/``shift``. ``guidance=False`` runs
+        one conditional pass per step (guidance-distilled students). Several audio tracks mean
+        several people; their masks come from ``person_masks`` ``[N, H, W]`` or are found on the
+        portrait.
+        """
+        cfg = self.config
+        pil = _to_pil(image)
+        if not isinstance(prompt, str):
+            raise InputError("prompt", f"got {type(prompt).__name__}", "pass the prompt as a string")
+        if sampler not in SAMPLERS:
+            raise InputError("sampler", f"unknown sampler {sampler!r}", f"choose one of: {', '.join(SAMPLERS)}")
+        if output_type not in ("np", "latent"):
+            raise InputError("output_type", f"{output_type!r}", "use 'np' or 'latent'")
+        streams = _audio_streams(audio, cfg.audio.max_streams)
+        fps = float(cfg.sampling.fps if fps is None else fps)
+        if not (np.isfinite(fps) and fps > 0):
+            raise InputError("fps", f"{fps}", "use a positive frame rate, e.g. 24")
+        height = cfg.sampling.height if height is None else height
+        width = cfg.sampling.width if width is None else width
+        t_factor = cfg.vae.scale_factor_temporal
+        video_frames = num_frames
+        if num_frames is None:
+            # The model makes 4k+1 frames; the written video keeps the audio's length to the frame.
+            seconds = duration if duration is not None else max(len(s) for s in streams) / SAMPLE_RATE
+            num_frames = frames_for_duration(seconds, fps)
+            video_frames = min(num_frames, video_frames_for_duration(seconds, fps))
+        layout = latent_layout(
+            num_frames=num_frames,
+            height=height,
+            width=width,
+            patch_size=tuple(cfg.transformer.patch_size),
+            scale_spatial=cfg.vae.scale_factor_spatial,
+            scale_temporal=t_factor,
+        )
+        if sigmas is None and num_inference_steps is None:
+            num_inference_steps = cfg.sampling.steps
+        schedule = resolve_sigmas(num_steps=num_inference_steps, shift=cfg.sampling.flow_shift if shift is None else shift, sigmas=sigmas)
+        for name, value in (("text_guidance_scale", text_guidance_scale), ("audio_guidance_scale", audio_guidance_scale), ("shift", shift)):
+            if value is not None and not (isinstance(value, (int, float)) and np.isfinite(value)):
+                raise InputError(name, f"{value!r} is not a finite number", "use e.g. 5.0")
+        scales = Guidance(
+            cfg.sampling.text_scale if text_guidance_scale is None else text_guidance_scale,
+            cfg.sampling.audio_scale if audio_guidance_scale is None else audio_guidance_scale,
+            enabled=guidance,
+        )
+        seed = None
+        if generator is None:
+            seed = secrets.randbits(63)
+            generator = torch.Generator().manual_seed(seed)
+
+        weights = scales.weights(has_audio=True)
+        text = self.encode_prompt([prompt])
+        null_text = self.encode_prompt([negative_prompt]) if GuidancePass.UNCOND in weights else None
+        feats = self.encode_audio(streams, layout.num_frames, fps)
+        masks = self._masks(pil, person_masks, len(streams), layout)
+        anchor = self.encode_image(pil, width, height)
+
+        shape = (1, cfg.vae.z_dim, *layout.latent_shape)
+        noise = randn_tensor(shape, generator=generator, device=generator.device, dtype=torch.float32).to(self.device)
+        self._activate("transformer")
+        latents = denoise_chunk(
+            self.transformer,
+            noise,
+            anchor,
+            Conditions(text=text, null_text=null_text, audio=feats, extra={"audio_masks": masks}),
+            schedule,
+            guidance=scales,
+            sampler=sampler,
+            generator=generator,
+            batched_guidance=batched_guidance,
+            callback=callback,
+        )
+        frames = None if output_type == "latent" else self.decode(latents)
+        info = {
+            "seed": seed,
+            "num_frames": layout.num_frames,
+            "video_frames": video_frames,
+            "height": height,
+            "width": width,
+            "latent_shape": list(shape),
+            "sampler": sampler,
+            "sigmas": [round(float(s), 6) for s in schedule],
+            "text_guidance_scale": scales.text_scale,
+            "audio_guidance_scale": scales.audio_scale,
+            "guidance": scales.enabled,
+            "passes_per_step": scales.num_passes(),
+            "num_streams": len(streams),
+        }
+        return SoulOutput(frames=frames, latents=latents, fps=fps, info=info)
+
+
+def _diffusers_version() -> str:
+    import diffusers
+
+    return diffusers.__version__

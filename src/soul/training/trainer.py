@@ -1,0 +1,331 @@
+"""The flow-matching trainer for Soul: one GPU to many nodes, staged, exactly resumable.
+
+Design choices, each for a reason:
+- Every random draw of a step (timesteps, noise, guidance dropout, prefix length) comes from a
+  generator seeded by (run seed, global sample index). A sample's loss therefore does not depend on
+  how the global batch is split across processes (DDP gradients equal a single process's), and a
+  resumed run replays exactly what an uninterrupted one would have done.
+- The loss is a per-sample mean, averaged over samples, so it has the same meaning at any batch
+  size and world size.
+- Encoders (VAE, umT5, wav2vec2) are frozen and run without gradients; only the chosen parameters
+  train: Soul's audio layers (stage 1), everything (stage 2), or LoRA adapters plus audio layers.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from soul.errors import InputError, RuntimeFailure
+from soul.training.checkpointing import CheckpointManager, rng_state, set_rng_state
+from soul.training.config import TrainConfig
+from soul.training.data import ClipWindowDataset, TrainSample
+from soul.training.metrics import MetricsLogger
+
+
+@dataclass
+class DistContext:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed() -> DistContext:
+    """Join the process group torchrun/accelerate set up (gloo on CPU, nccl on GPU); else single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistContext()
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend=backend)
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local)
+    return DistContext(dist.get_rank(), dist.get_world_size(), local)
+
+
+def sample_generator(seed: int, sample_index: int) -> torch.Generator:
+    """The generator of one global sample: independent of rank and batch layout."""
+    return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(sample_index))
+
+
+def sample_sigma(gen: torch.Generator, mode: str, shift: float) -> float:
+    """Training noise level: logit-normal (mass in the middle, as SD3/Wan train) or uniform, then shifted."""
+    if mode == "logit_normal":
+        s = torch.sigmoid(torch.randn((), generator=gen)).item()
+    else:
+        s = torch.rand((), generator=gen).item()
+    s = min(max(s, 1e-4), 1.0)
+    return shift * s / (1 + (shift - 1) * s)
+
+
+def lr_lambda(cfg: TrainConfig) -> Any:
+    warm, total, kind = cfg.optim.warmup_steps, cfg.max_steps, cfg.optim.schedule
+
+    def factor(step: int) -> float:
+        if warm and step < warm:
+            return (step + 1) / warm
+        if kind == "cosine":
+            progress = (step - warm) / max(1, total - warm)
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        return 1.0
+
+    return factor
+
+
+class Trainer:
+    """Builds the model from a preset or checkpoint, then runs `train()` to `max_steps`."""
+
+    def __init__(self, cfg: TrainConfig, output: str | Path | None = None, resume: bool = False) -> None:
+        from soul.models.transformer import SOUL_PREFIXES
+        from soul.sampling.pipeline import SoulPipeline
+
+        self.cfg = cfg
+        self.ctx = init_distributed()
+        self.output = Path(output or cfg.output)
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        self.device = torch.device(f"cuda:{self.ctx.local_rank}" if torch.cuda.is_available() else "cpu")
+        if cfg.init_checkpoint:
+            self.pipe = SoulPipeline.from_pretrained(cfg.init_checkpoint, preset=cfg.preset, torch_dtype=torch.float32, device=self.device)
+        else:
+            self.pipe = SoulPipeline.from_preset(cfg.preset, seed=cfg.seed, device=self.device)
+        self.model_config = self.pipe.config
+        for module in (self.pipe.vae, self.pipe.text_encoder, self.pipe.audio_encoder):
+            for p in _parameters(module):
+                p.requires_grad_(False)
+        self.transformer = self.pipe.transformer
+        self.transformer.train()
+        if cfg.gradient_checkpointing:
+            self.transformer.enable_gradient_checkpointing()
+        self._select_trainable(SOUL_PREFIXES)
+        self.model: torch.nn.Module = self._wrap(self.transformer)
+        self.params = [p for p in self.transformer.parameters() if p.requires_grad]
+        if not self.params:
+            raise InputError("trainable", "no parameters to train", "use trainable: audio, all or lora")
+        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg))
+        self.data = ClipWindowDataset(cfg.data, seed=cfg.seed, reference_from_clip=cfg.conditioning.reference_from_clip)
+        self.checkpoints = CheckpointManager(self.output / "checkpoints", keep_last=cfg.keep_last)
+        self.step = 0
+        self.nonfinite = 0
+        if resume:
+            self._resume()
+        self.null_text = self.pipe.encode_prompt([""])
+
+    # ------------------------------------------------------------------ setup
+
+    def _select_trainable(self, soul_prefixes: tuple[str, ...]) -> None:
+        mode = self.cfg.trainable
+        if mode == "lora":
+            try:
+                from peft import LoraConfig
+            except ImportError:
+                raise InputError("trainable: lora", "needs the peft package", "pip install 'soul-avatar[train]'") from None
+            self.transformer.add_adapter(LoraConfig(r=self.cfg.lora_rank, lora_alpha=self.cfg.lora_rank, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=True))
+        for name, p in self.transformer.named_parameters():
+            if mode == "all":
+                p.requires_grad_(True)
+            elif mode == "audio":
+                p.requires_grad_(name.startswith(soul_prefixes))
+            else:
+                p.requires_grad_(name.startswith(soul_prefixes) or "lora_" in name)
+
+    def _wrap(self, module: torch.nn.Module) -> torch.nn.Module:
+        if self.ctx.world_size == 1:
+            return module
+        mode = self.cfg.distributed
+        if mode == "fsdp":
+            from torch.distributed.fsdp import fully_shard
+
+            for block in getattr(module, "blocks", []):
+                fully_shard(block)
+            return fully_shard(module)
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(module, device_ids=[self.ctx.local_rank] if self.device.type == "cuda" else None, find_unused_parameters=True)
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        return {n: p.detach() for n, p in self.transformer.named_parameters() if p.requires_grad}
+
+    def _resume(self) -> None:
+        latest = self.checkpoints.latest()
+        if latest is None:
+            return
+        weights, state, meta = self.checkpoints.load(latest)
+        params = dict(self.transformer.named_parameters())
+        with torch.no_grad():
+            for name, value in weights.items():
+                params[name].copy_(value.to(params[name].device, params[name].dtype))
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"][self.ctx.rank] if isinstance(state["rng"], list) else state["rng"])
+        self.step = int(meta["step"])
+        self.nonfinite = int(state.get("nonfinite", 0))
+
+    def save_checkpoint(self) -> Path | None:
+        rngs: Any = rng_state()
+        if self.ctx.world_size > 1:
+            gathered: list[Any] = [None] * self.ctx.world_size
+            dist.all_gather_object(gathered, rngs)
+            rngs = gathered
+        if not self.ctx.is_main:
+            return None
+        state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "rng": rngs, "nonfinite": self.nonfinite}
+        meta = {"preset": self.cfg.preset, "trainable": self.cfg.trainable, "samples_seen": self.step * self.global_batch}
+        return self.checkpoints.save(self.step, self.trainable_state(), state, meta)
+
+    @property
+    def global_batch(self) -> int:
+        return self.cfg.optim.batch_size * self.cfg.optim.grad_accum * self.ctx.world_size
+
+    # ------------------------------------------------------------------ one step
+
+    def sample_indices(self, step: int, micro: int) -> list[int]:
+        """Global sample indices of this process's micro-batch: contiguous per rank."""
+        b, acc = self.cfg.optim.batch_size, self.cfg.optim.grad_accum
+        base = step * self.global_batch + (micro * self.ctx.world_size + self.ctx.rank) * b
+        return list(range(base, base + b))
+
+    def load_samples(self, indices: list[int]) -> list[TrainSample]:
+        n = len(self.data)
+        return [self.data.sample(i // n, i % n) for i in indices]
+
+    def sample_losses(self, samples: list[TrainSample], indices: list[int]) -> torch.Tensor:
+        """Per-sample flow-matching losses [B] (velocity MSE on noisy frames, clean frames masked)."""
+        from soul.models.vae import encode_frames
+        from soul.sampling.layout import audio_frame_mask, token_timesteps
+
+        cfg, cond = self.cfg, self.cfg.conditioning
+        losses = []
+        for sample, index in zip(samples, indices):
+            gen = sample_generator(cfg.seed, index)
+            video = torch.from_numpy(sample.frames).permute(3, 0, 1, 2)[None].to(self.device)
+            reference = torch.from_numpy(sample.reference).permute(2, 0, 1)[None, :, None].to(self.device)
+            with torch.no_grad():
+                x0 = encode_frames(self.pipe.vae, video).float()
+                x0[:, :, :1] = encode_frames(self.pipe.vae, reference).float()  # the anchor: a frame from anywhere in the clip
+            _, c, f, h, w = x0.shape
+            prefix = 1 + int(torch.randint(0, min(cond.max_prefix_latents, f - 2) + 1, (), generator=gen)) if f > 2 else 1
+            drop = torch.rand(3, generator=gen)
+            drop_both = bool(drop[0] < cond.drop_both)
+            drop_text = drop_both or bool(drop[1] < cond.drop_text)
+            drop_audio = drop_both or bool(drop[2] < cond.drop_audio)
+            sigma = sample_sigma(gen, cfg.timestep_sampling, cfg.flow_shift)
+            noise = torch.randn(x0.shape, generator=gen).to(self.device)
+            xt = (1 - sigma) * x0 + sigma * noise
+            xt[:, :, :prefix] = x0[:, :, :prefix]
+            with torch.no_grad():
+                text = self.null_text if drop_text else self.pipe.encode_prompt([sample.caption])
+                audio = self.pipe.encode_audio([sample.audio], num_frames=sample.frames.shape[0], fps=cfg.data.fps)
+                if drop_audio:
+                    audio = torch.zeros_like(audio)
+            patch = tuple(int(x) for x in self.transformer.config.patch_size)
+            timestep = token_timesteps(sigma * 1000.0, (f, h, w), patch, prefix, 1, self.device)
+            autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (cfg.mixed_precision == "bf16" and self.device.type == "cuda") else nullcontext()
+            with autocast:
+                pred = self.model(
+                    hidden_states=xt,
+                    timestep=timestep,
+                    encoder_hidden_states=text,
+                    audio_features=audio,
+                    audio_frame_mask=audio_frame_mask(f, prefix, 1, self.device),
+                    return_dict=False,
+                )[0].float()
+            target = noise - x0
+            weight = torch.ones(1, 1, f, h, w, device=self.device)
+            weight[:, :, :prefix] = 0.0
+            if sample.mouth_box is not None and cond.mouth_weight > 1.0:
+                x_a, y_a, x_b, y_b = sample.mouth_box
+                ys, xs = slice(int(y_a * h), max(int(y_a * h) + 1, math.ceil(y_b * h))), slice(int(x_a * w), max(int(x_a * w) + 1, math.ceil(x_b * w)))
+                weight[:, :, prefix:, ys, xs] *= cond.mouth_weight
+            losses.append(((pred - target) ** 2 * weight).sum() / (weight.sum() * c))
+        return torch.stack(losses)
+
+    def train_step(self) -> dict[str, float]:
+        """One optimiser step over `grad_accum` micro-batches; a non-finite loss skips it."""
+        start = time.perf_counter()
+        self.optimizer.zero_grad(set_to_none=True)
+        acc = self.cfg.optim.grad_accum
+        total = 0.0
+        finite = True
+        for micro in range(acc):
+            indices = self.sample_indices(self.step, micro)
+            losses = self.sample_losses(self.load_samples(indices), indices)
+            loss = losses.mean() / acc
+            if not torch.isfinite(loss):
+                finite = False
+            sync = nullcontext() if (micro == acc - 1 or not hasattr(self.model, "no_sync")) else self.model.no_sync()
+            with sync:
+                loss.backward()
+            total += float(loss.detach())
+        flag = torch.tensor([0.0 if finite else 1.0])
+        loss_t = torch.tensor([total])
+        if self.ctx.world_size > 1:
+            dist.all_reduce(flag)
+            dist.all_reduce(loss_t)
+            loss_t /= self.ctx.world_size
+        grad_norm = float("nan")
+        if flag.item() > 0:
+            self.nonfinite += 1
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.nonfinite > self.cfg.max_nonfinite:
+                raise RuntimeFailure(f"{self.nonfinite} steps had a non-finite loss (limit {self.cfg.max_nonfinite}); lower optim.lr or check the data")
+        else:
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.cfg.optim.grad_clip))
+            self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        elapsed = time.perf_counter() - start
+        return {
+            "loss": float(loss_t.item()) if flag.item() == 0 else float("nan"),
+            "lr": float(self.scheduler.get_last_lr()[0]),
+            "grad_norm": grad_norm,
+            "samples_per_s": self.global_batch / elapsed,
+            "nonfinite_steps": float(self.nonfinite),
+        }
+
+    # ------------------------------------------------------------------ the loop
+
+    def train(self, max_steps: int | None = None, progress: Any = None) -> list[dict[str, float]]:
+        target = max_steps or self.cfg.max_steps
+        logger = MetricsLogger(self.output, resume_step=self.step, tensorboard=self.ctx.is_main) if self.ctx.is_main else None
+        history: list[dict[str, float]] = []
+        try:
+            while self.step < target:
+                record = self.train_step()
+                history.append({"step": self.step, **record})
+                if logger and (self.step % self.cfg.log_every == 0 or self.step == target):
+                    logger.log(self.step, record)
+                if self.step % self.cfg.checkpoint_every == 0 or self.step == target:
+                    self.save_checkpoint()
+                if progress:
+                    progress(self.step, target)
+        finally:
+            if logger:
+                logger.close()
+        return history
+
+
+def _parameters(module: Any) -> list[torch.nn.Parameter]:
+    """Parameters of a module or of a wrapper holding one (the text/audio encoder classes)."""
+    if isinstance(module, torch.nn.Module):
+        return list(module.parameters())
+    found: list[torch.nn.Parameter] = []
+    for value in vars(module).values():
+        if isinstance(value, torch.nn.Module):
+            found.extend(value.parameters())
+    return found

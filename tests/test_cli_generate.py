@@ -1,0 +1,132 @@
+"""`soul generate`, `soul demo`, `soul info`, `soul download` through the CLI: outputs and precise failures."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from soul.cli import main
+from soul.generate import build_request, run_generate
+from soul.media.video import read_video
+
+
+def cli(*args: str | Path) -> tuple[int, str, str]:
+    """Run the soul command in-process (saves the import time of a subprocess per case)."""
+    import contextlib
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main([str(a) for a in args])
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_generate_tiny_writes_h264_aac_matching_the_audio(media: Path, tmp_path: Path) -> None:
+    out = tmp_path / "talk.mp4"
+    start = time.perf_counter()
+    res = subprocess.run(
+        [sys.executable, "-m", "soul", "generate", "--preset", "tiny", "--image", str(media / "portraits" / "hallo_6.jpg"),
+         "--audio", str(media / "audio" / "wan_talk.wav"), "--prompt", "a man talking", "-o", str(out), "--json"],
+        capture_output=True, text=True, timeout=120,
+    )
+    elapsed = time.perf_counter() - start
+    assert res.returncode == 0, res.stderr
+    assert elapsed < 60
+    summary = json.loads(res.stdout)
+    reader = read_video(out)
+    with av.open(str(out)) as c:
+        assert c.streams.video[0].codec_context.name == "h264"
+        assert c.streams.audio[0].codec_context.name == "aac"
+    audio_seconds = 5.0155
+    assert abs(reader.num_frames / reader.fps - audio_seconds) <= 1 / reader.fps
+    assert abs(reader.read_audio().duration - audio_seconds) <= 1 / reader.fps
+    assert summary["num_frames"] == reader.num_frames == 80
+
+
+def test_same_seed_same_frames_other_seed_differs(media: Path, tmp_path: Path) -> None:
+    def make(seed: int, name: str) -> np.ndarray:
+        req = build_request(image=media / "portraits" / "hallo_6.jpg", audio=[media / "audio" / "wan_prompt_16k_mono.wav"],
+                            output=tmp_path / name, seed=seed, steps=2)
+        run_generate(req)
+        return read_video(tmp_path / name).read_all()
+
+    a, b, c = make(3, "a.mp4"), make(3, "b.mp4"), make(4, "c.mp4")
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+@pytest.mark.parametrize(
+    "case,needle",
+    [
+        ("cat_two_voices", "no person found"),
+        ("too_many_streams", "2 audio streams but 1"),
+        ("bad_size", "multiples of 32"),
+        ("missing_checkpoint_files", "transformer/diffusion_pytorch_model.safetensors"),
+        ("too_long_audio", "one chunk"),
+        ("not_mp4", ".mp4"),
+    ],
+)
+def test_bad_generate_inputs_exit_2(media: Path, tmp_path: Path, case: str, needle: str) -> None:
+    portrait, cat = media / "portraits" / "hallo_6.jpg", media / "portraits" / "wan_cat_no_human.jpg"
+    talk, prompt16 = media / "audio" / "wan_talk.wav", media / "audio" / "wan_prompt_16k_mono.wav"
+    out = tmp_path / "out.mp4"
+    if case == "missing_checkpoint_files":
+        from soul.sampling.pipeline import SoulPipeline
+
+        SoulPipeline.from_preset("tiny").save_pretrained(tmp_path / "ckpt")
+        for weights in (tmp_path / "ckpt" / "transformer").glob("*.safetensors"):
+            weights.unlink()
+    args: list[str | Path] = {
+        "cat_two_voices": ["--image", cat, "--audio", talk, "--audio", prompt16, "-o", out],
+        "too_many_streams": ["--image", portrait, "--audio", talk, "--audio", prompt16, "-o", out],
+        "bad_size": ["--image", portrait, "--audio", talk, "--height", 50, "-o", out],
+        "missing_checkpoint_files": ["--image", portrait, "--audio", talk, "--checkpoint", tmp_path / "ckpt", "-o", out],
+        "too_long_audio": ["--image", portrait, "--audio", media / "audio" / "hallo_2.wav", "-o", out],
+        "not_mp4": ["--image", portrait, "--audio", talk, "-o", tmp_path / "out.avi"],
+    }[case]
+    code, stdout, stderr = cli("generate", *args)
+    assert code == 2, (stdout, stderr)
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and needle in lines[0], lines
+    assert "Traceback" not in stderr
+    assert not out.exists() and not list(tmp_path.glob("*.mp4"))
+
+
+def test_info_reports_5b_sizes_quickly() -> None:
+    start = time.perf_counter()
+    code, stdout, _ = cli("info", "--preset", "wan22-ti2v-5b", "--json")
+    assert code == 0 and time.perf_counter() - start < 30
+    data = json.loads(stdout)
+    assert abs(data["parameters"]["backbone"] / 5.0e9 - 1) < 0.005
+    assert abs(data["parameters"]["vae"] / 0.705e9 - 1) < 0.02
+
+
+def test_download_fails_fast_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    start = time.perf_counter()
+    code, _, stderr = cli("download", "--preset", "wan22-ti2v-5b")
+    assert code == 1 and time.perf_counter() - start < 20
+    assert "cannot reach the Hugging Face Hub" in stderr
+    code, stdout, _ = cli("download", "--preset", "tiny")
+    assert code == 0 and "nothing to download" in stdout
+
+
+def test_demo_runs_offline_and_says_weights_are_random(tmp_path: Path) -> None:
+    code, stdout, stderr = cli("demo", "--seconds", "2", "--out", tmp_path, "--json")
+    assert code == 0, stderr
+    summary = json.loads(stdout)
+    assert summary["weights"] == "random" and "RANDOM" in summary["note"]
+    video = read_video(summary["output"])
+    assert video.num_frames == 32 and video.has_audio
+    assert (tmp_path / "portrait.png").exists() and (tmp_path / "speech.wav").exists()
