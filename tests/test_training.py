@@ -116,3 +116,25 @@ def test_lora_stage_trains_adapters_and_audio_layers(drawn_data: Path, tmp_path:
     assert all("lora_" in n or n.startswith(("audio_projector.", "audio_layers.")) for n in names)
     history = trainer.train()
     assert len(history) == 2 and all(h["loss"] == h["loss"] for h in history)
+    # the export is a plain Soul checkpoint with the adapters fused in: same outputs, no lora keys
+    from soul.sampling.pipeline import SoulPipeline
+
+    exported = SoulPipeline.from_pretrained(tmp_path / "lora" / "export", preset="tiny", torch_dtype=torch.float32).transformer
+    assert not any("lora" in k for k in exported.state_dict())
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 48, 3, 4, 4, generator=g)
+    text = torch.randn(1, 8, 32, generator=g)
+    trainer.transformer.eval()
+    with torch.no_grad():
+        a = trainer.transformer(hidden_states=x, timestep=torch.tensor([500.0]), encoder_hidden_states=text, return_dict=False)[0]
+        b = exported(hidden_states=x, timestep=torch.tensor([500.0]), encoder_hidden_states=text, return_dict=False)[0]
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_feature_cache_changes_nothing_but_speed(drawn_data: Path, tmp_path: Path) -> None:
+    plain = Trainer(_config(drawn_data, tmp_path / "plain", max_steps=8)).train()
+    cached_trainer = Trainer(_config(drawn_data, tmp_path / "cached", max_steps=8, cache_dir=str(tmp_path / "cache")))
+    cached = cached_trainer.train()
+    assert [h["loss"] for h in plain] == pytest.approx([h["loss"] for h in cached], abs=1e-6)
+    assert cached_trainer.cache.misses > 0 and cached_trainer.cache.hits > 0  # the null prompt and repeated captions hit
+    assert any((tmp_path / "cache" / kind).is_dir() for kind in ("text", "audio", "latents"))

@@ -26,6 +26,7 @@ import torch
 import torch.distributed as dist
 
 from soul.errors import InputError, RuntimeFailure
+from soul.training.cache import FeatureCache
 from soul.training.checkpointing import CheckpointManager, rng_state, set_rng_state
 from soul.training.config import TrainConfig
 from soul.training.data import ClipWindowDataset, TrainSample
@@ -120,11 +121,12 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg))
         self.data = ClipWindowDataset(cfg.data, seed=cfg.seed, reference_from_clip=cfg.conditioning.reference_from_clip)
         self.checkpoints = CheckpointManager(self.output / "checkpoints", keep_last=cfg.keep_last)
+        self.cache = FeatureCache(cfg.cache_dir, namespace=self.model_config.name) if cfg.cache_dir else None
         self.step = 0
         self.nonfinite = 0
         if resume:
             self._resume()
-        self.null_text = self.pipe.encode_prompt([""])
+        self.null_text = self._text([""])
 
     # ------------------------------------------------------------------ setup
 
@@ -192,6 +194,29 @@ class Trainer:
     def global_batch(self) -> int:
         return self.cfg.optim.batch_size * self.cfg.optim.grad_accum * self.ctx.world_size
 
+    # ------------------------------------------------------------------ frozen encoders (cached)
+
+    def _cached(self, kind: str, parts: tuple, compute: Any) -> torch.Tensor:
+        if self.cache is None:
+            return compute()
+        return self.cache.get_or_compute(kind, parts, compute).to(self.device)
+
+    def _text(self, prompts: list[str]) -> torch.Tensor:
+        return self._cached("text", tuple(prompts), lambda: self.pipe.encode_prompt(prompts))
+
+    def _audio(self, audio: np.ndarray, num_frames: int) -> torch.Tensor:
+        fps = self.cfg.data.fps
+        return self._cached("audio", (audio, num_frames, fps), lambda: self.pipe.encode_audio([audio], num_frames=num_frames, fps=fps))
+
+    def _latents(self, pixels: np.ndarray) -> torch.Tensor:
+        from soul.models.vae import encode_frames
+
+        def compute() -> torch.Tensor:
+            video = torch.from_numpy(pixels).permute(3, 0, 1, 2)[None].to(self.device)
+            return encode_frames(self.pipe.vae, video).float()
+
+        return self._cached("latents", (pixels,), compute)
+
     # ------------------------------------------------------------------ one step
 
     def sample_indices(self, step: int, micro: int) -> list[int]:
@@ -206,18 +231,15 @@ class Trainer:
 
     def sample_losses(self, samples: list[TrainSample], indices: list[int]) -> torch.Tensor:
         """Per-sample flow-matching losses [B] (velocity MSE on noisy frames, clean frames masked)."""
-        from soul.models.vae import encode_frames
         from soul.sampling.layout import audio_frame_mask, token_timesteps
 
         cfg, cond = self.cfg, self.cfg.conditioning
         losses = []
         for sample, index in zip(samples, indices):
             gen = sample_generator(cfg.seed, index)
-            video = torch.from_numpy(sample.frames).permute(3, 0, 1, 2)[None].to(self.device)
-            reference = torch.from_numpy(sample.reference).permute(2, 0, 1)[None, :, None].to(self.device)
             with torch.no_grad():
-                x0 = encode_frames(self.pipe.vae, video).float()
-                x0[:, :, :1] = encode_frames(self.pipe.vae, reference).float()  # the anchor: a frame from anywhere in the clip
+                x0 = self._latents(sample.frames).clone()
+                x0[:, :, :1] = self._latents(sample.reference[None])  # the anchor: a frame from anywhere in the clip
             _, c, f, h, w = x0.shape
             prefix = 1 + int(torch.randint(0, min(cond.max_prefix_latents, f - 2) + 1, (), generator=gen)) if f > 2 else 1
             drop = torch.rand(3, generator=gen)
@@ -229,8 +251,8 @@ class Trainer:
             xt = (1 - sigma) * x0 + sigma * noise
             xt[:, :, :prefix] = x0[:, :, :prefix]
             with torch.no_grad():
-                text = self.null_text if drop_text else self.pipe.encode_prompt([sample.caption])
-                audio = self.pipe.encode_audio([sample.audio], num_frames=sample.frames.shape[0], fps=cfg.data.fps)
+                text = self.null_text if drop_text else self._text([sample.caption])
+                audio = self._audio(sample.audio, sample.frames.shape[0])
                 if drop_audio:
                     audio = torch.zeros_like(audio)
             patch = tuple(int(x) for x in self.transformer.config.patch_size)
@@ -298,6 +320,42 @@ class Trainer:
             "nonfinite_steps": float(self.nonfinite),
         }
 
+    # ------------------------------------------------------------------ export
+
+    def export(self, directory: str | Path | None = None) -> Path | None:
+        """Write a complete Soul checkpoint (official layout + Soul's layers) that generation loads.
+
+        LoRA adapters are fused into the backbone first, so the export is a plain Soul model; the
+        training state is untouched (the fusion is undone afterwards).
+        """
+        target = Path(directory or self.output / "export")
+        full: dict[str, torch.Tensor] | None = None
+        if self.ctx.world_size > 1 and self.cfg.distributed == "fsdp":
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+            full = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if not self.ctx.is_main:
+            return None
+        from soul.sampling.pipeline import SoulPipeline
+
+        source = self.transformer
+        if full is not None:
+            source = type(self.transformer).from_config(self.transformer.config)
+            source.load_state_dict(full)
+        fused = self.cfg.trainable == "lora"
+        if fused:
+            source.fuse_lora()
+        try:
+            export_model = type(source).from_config(source.config)
+            state = {k: v for k, v in source.state_dict().items() if "lora_" not in k and ".base_layer." not in k}
+            state.update({k.replace(".base_layer.", "."): v for k, v in source.state_dict().items() if ".base_layer." in k})
+            export_model.load_state_dict(state)
+        finally:
+            if fused:
+                source.unfuse_lora()
+        pipe = SoulPipeline(export_model.eval(), self.pipe.vae, self.pipe.text_encoder, self.pipe.audio_encoder, self.model_config)
+        return pipe.save_pretrained(target)
+
     # ------------------------------------------------------------------ the loop
 
     def train(self, max_steps: int | None = None, progress: Any = None) -> list[dict[str, float]]:
@@ -317,6 +375,8 @@ class Trainer:
         finally:
             if logger:
                 logger.close()
+        if self.step >= self.cfg.max_steps:
+            self.export()
         return history
 
 
