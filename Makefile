@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-EXTRAS ?= dev,data,bench,train,ray
+EXTRAS ?= dev,data,bench,train,ray,dnsmos
 
 .PHONY: demo test install clean
 

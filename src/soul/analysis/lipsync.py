@@ -175,10 +175,10 @@ def lmsync_tracks(
     sample_rate: int,
     fps: float,
     *,
-    analyzer: "FaceAnalyzer | None" = None,
+    analyzer: FaceAnalyzer | None = None,
     detect_every: int = 5,
     max_offset: int = DEFAULT_MAX_OFFSET,
-) -> "list[tuple[FaceTrack, SyncEstimate]]":
+) -> list[tuple[FaceTrack, SyncEstimate]]:
     """lmsync for every face tracked in a clip's frames, best-synced (the likely speaker) first.
 
     With several people on screen only the speaker's mouth follows the audio, so the highest

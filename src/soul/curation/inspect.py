@@ -9,7 +9,7 @@ import numpy as np
 
 from soul.errors import InputError
 
-DISTRIBUTIONS = ("duration_s", "speech_ratio", "face_height_ratio", "lmsync_conf", "lmsync_offset", "motion_mean", "blur")
+DISTRIBUTIONS = ("duration_s", "speech_ratio", "face_height_ratio", "lmsync_conf", "lmsync_offset", "dnsmos_ovrl", "motion_mean", "blur")
 
 
 def load_manifest(out: str | Path) -> list[dict]:

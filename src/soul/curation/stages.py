@@ -97,6 +97,14 @@ def _vad_model():  # noqa: ANN202 - a torch module
     return load_silero_vad()
 
 
+@lru_cache(maxsize=1)
+def _source_audio(path: str, sample_rate: int, size: int):  # noqa: ANN202 - soul.media.audio.Audio
+    """The whole source track, decoded once per process: the clips of a source come one after another."""
+    from soul.media.audio import load_audio
+
+    return load_audio(path, sample_rate, normalize=False)
+
+
 # ---------------------------------------------------------------- probe + shots
 
 
@@ -446,10 +454,16 @@ def _run_stages(rec: dict, cfg: CurationConfig, out: Path) -> None:
     if len(frames) < b - a:
         raise InputError(rec["source_path"], f"decoded {len(frames)} of {b - a} frames of the clip", "re-encode the file")
     sr = cfg.output.audio_sample_rate
-    audio = reader.read_audio(sr).slice(rec["start_s"], rec["end_s"]).samples if reader.has_audio else None
+    audio = _source_audio(rec["source_path"], sr, rec["source_bytes"]).slice(rec["start_s"], rec["end_s"]).samples if reader.has_audio else None
     ctx = ClipContext(frames=frames, fps=rec["fps"], audio=audio, sample_rate=sr, analyzer=_analyzer(cfg.people.detect_max_side))
-    for _, stage in CLIP_STAGES:
-        stage(ctx, rec, cfg)
+    for name, stage in CLIP_STAGES:
+        try:
+            stage(ctx, rec, cfg)
+        except InputError:
+            raise
+        except Exception as err:  # noqa: BLE001 - one odd clip must not stop a million-clip run
+            # The row says which stage failed and how, so `soul data inspect` shows it.
+            drop(rec, name, f"error: {type(err).__name__}: {err}")
         if rec.get("kept") is False:
             return
     _write_clip_files(rec, reader, audio, cfg, out)
