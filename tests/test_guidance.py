@@ -44,6 +44,10 @@ def make_inputs(text_len: int = 5, null_len: int = 5):
 
 def full_formula(model, latents, timestep, c: Conditions, s_t: float, s_a: float) -> torch.Tensor:
     kw = dict(hidden_states=latents, timestep=timestep, **c.extra)
+    if s_a == 1.0 and s_t != 1.0:  # audio guidance off: plain text CFG with the audio on in both passes
+        ua = model(encoder_hidden_states=c.null_text, audio_features=c.audio, **kw)
+        ca = model(encoder_hidden_states=c.text, audio_features=c.audio, **kw)
+        return ua + s_t * (ca - ua)
     u = model(encoder_hidden_states=c.null_text, audio_features=torch.zeros_like(c.audio), **kw)
     c0 = model(encoder_hidden_states=c.text, audio_features=torch.zeros_like(c.audio), **kw)
     ca = model(encoder_hidden_states=c.text, audio_features=c.audio, **kw)
@@ -55,7 +59,7 @@ CASES = [
     (1.0, 4.0, 2),  # text off: v(c,0) + s_a (v(c,a) - v(c,0))
     (3.0, 3.0, 2),  # equal scales: joint CFG v(0,0) + s (v(c,a) - v(0,0))
     (5.0, 0.0, 2),  # audio ignored: text CFG on null audio
-    (5.0, 1.0, 3),  # audio scale 1 alone: no exact two-pass form exists
+    (5.0, 1.0, 2),  # audio guidance off: text CFG with audio on, v(0,a) + s_t (v(c,a) - v(0,a))
     (1.0, 1.0, 1),  # no guidance: v(c,a)
     (1.0, 0.0, 1),  # v(c,0)
 ]

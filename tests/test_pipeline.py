@@ -128,6 +128,7 @@ def test_per_token_timestep_and_audio_frame_mask(pipe, portrait, speech) -> None
     [
         (dict(text_guidance_scale=5.0, audio_guidance_scale=4.0), 3),
         (dict(text_guidance_scale=1.0, audio_guidance_scale=4.0), 2),
+        (dict(text_guidance_scale=5.0, audio_guidance_scale=1.0), 2),
         (dict(text_guidance_scale=3.0, audio_guidance_scale=3.0), 2),
         (dict(text_guidance_scale=1.0, audio_guidance_scale=1.0), 1),
         (dict(text_guidance_scale=5.0, audio_guidance_scale=4.0, guidance=False), 1),
@@ -139,8 +140,11 @@ def test_transformer_calls_per_step(pipe, portrait, speech, kwargs, per_step) ->
     assert rec.calls == 2 * per_step
     assert out.info["passes_per_step"] == per_step
     audio_null = [kw for kw in rec.inputs if not kw["audio_features"].any()]
-    # the unconditional/text passes run on zeroed audio features: the audio null
-    assert len(audio_null) == 2 * (per_step - 1) if per_step > 1 else not audio_null
+    # the unconditional/text passes run on zeroed audio features (the audio null), except when audio
+    # guidance is off (scale 1): then the audio stays on in every pass
+    audio_off = kwargs.get("audio_guidance_scale") == 1.0
+    expected_null = 0 if (per_step == 1 or audio_off) else 2 * (per_step - 1)
+    assert len(audio_null) == expected_null
 
 
 def test_batched_guidance_matches_sequential(pipe, portrait, speech) -> None:

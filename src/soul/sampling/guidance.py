@@ -15,9 +15,11 @@ formula exact:
 * ``s_t = 1``            -> ``v(c,0) + s_a (v(c,a) - v(c,0))``: 2 calls (1 if also s_a in {0, 1}).
 * ``s_t = s_a = s``      -> ``v(0,0) + s (v(c,a) - v(0,0))``, plain joint CFG: 2 calls.
 * ``s_a = 0``            -> text CFG without audio: 2 calls.
-* ``s_a = 1, s_t != 1``  -> all three weights are non-zero (1 - s_t, s_t - 1, 1): still 3 calls.
-  No two-pass form is exact here; a two-pass "text CFG with audio on" would use v(0,a), a pass this
-  formula does not contain, so we do not substitute it silently.
+* ``s_a = 1, s_t != 1``  -> a scale of 1 means "this guidance is off", and a condition whose
+  guidance is off is simply kept on in every pass: text CFG with the audio present,
+  ``v(0,a) + s_t (v(c,a) - v(0,a))``: 2 calls. (Taken literally the three-pass formula would still
+  need all three passes here, with the text direction measured without audio; users who switch
+  audio guidance off expect the cost of plain CFG, and the speech still drives both passes.)
 * both 1, or ``enabled=False`` (guidance-distilled students): 1 call, ``v(c,a)``.
 
 Passes can run as one batched call (faster when memory allows) or one after another (less memory).
@@ -42,6 +44,7 @@ class GuidancePass(str, Enum):
     UNCOND = "uncond"  # negative prompt, null audio
     TEXT = "text"  # prompt, null audio
     FULL = "full"  # prompt, audio
+    AUDIO = "audio"  # negative prompt, audio (text CFG while audio guidance is off)
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,8 @@ class Guidance:
         if not self.enabled:
             return {GuidancePass.FULL if has_audio else GuidancePass.TEXT: 1.0}
         s_t, s_a = float(self.text_scale), float(self.audio_scale)
+        if has_audio and s_a == 1.0 and s_t != 1.0:
+            return {GuidancePass.AUDIO: 1.0 - s_t, GuidancePass.FULL: s_t}
         raw = {GuidancePass.UNCOND: 1.0 - s_t, GuidancePass.TEXT: s_t - s_a, GuidancePass.FULL: s_a}
         if not has_audio:
             raw = {GuidancePass.UNCOND: raw[GuidancePass.UNCOND], GuidancePass.TEXT: s_t}
@@ -85,7 +90,7 @@ class Conditions:
 
     def inputs(self, kind: GuidancePass) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Text embeddings and audio features of one pass; the audio null is zeroed features."""
-        if kind is GuidancePass.UNCOND:
+        if kind in (GuidancePass.UNCOND, GuidancePass.AUDIO):
             if self.null_text is None:
                 raise ValueError("the unconditional pass needs null_text (the negative prompt's embedding)")
             text = self.null_text
@@ -93,7 +98,7 @@ class Conditions:
             text = self.text
         if self.audio is None:
             return text, None
-        audio = self.audio if kind is GuidancePass.FULL else torch.zeros_like(self.audio)
+        audio = self.audio if kind in (GuidancePass.FULL, GuidancePass.AUDIO) else torch.zeros_like(self.audio)
         return text, audio
 
 

@@ -543,7 +543,7 @@ class SoulPipeline:
 
         weights = scales.weights(has_audio=True)
         text = self.encode_prompt([prompt])
-        null_text = self.encode_prompt([negative_prompt]) if GuidancePass.UNCOND in weights else None
+        null_text = self.encode_prompt([negative_prompt]) if {GuidancePass.UNCOND, GuidancePass.AUDIO} & set(weights) else None
         feats = self.encode_audio(streams, layout.num_frames, fps)
         masks = self._masks(pil, person_masks, len(streams), layout)
         anchor = self.encode_image(pil, width, height)
