@@ -73,7 +73,7 @@ def test_same_seed_same_frames_other_seed_differs(media: Path, tmp_path: Path) -
         ("too_many_streams", "2 audio streams but 1"),
         ("bad_size", "multiples of 32"),
         ("missing_checkpoint_files", "transformer/diffusion_pytorch_model.safetensors"),
-        ("too_long_audio", "one chunk"),
+        ("too_long_audio", "longer than the maximum of 10 s"),
         ("not_mp4", ".mp4"),
     ],
 )
@@ -92,7 +92,7 @@ def test_bad_generate_inputs_exit_2(media: Path, tmp_path: Path, case: str, need
         "too_many_streams": ["--image", portrait, "--audio", talk, "--audio", prompt16, "-o", out],
         "bad_size": ["--image", portrait, "--audio", talk, "--height", 50, "-o", out],
         "missing_checkpoint_files": ["--image", portrait, "--audio", talk, "--checkpoint", tmp_path / "ckpt", "-o", out],
-        "too_long_audio": ["--image", portrait, "--audio", media / "audio" / "hallo_2.wav", "-o", out],
+        "too_long_audio": ["--image", portrait, "--audio", media / "audio" / "hallo_2.wav", "--max-duration", 10, "-o", out],
         "not_mp4": ["--image", portrait, "--audio", talk, "-o", tmp_path / "out.avi"],
     }[case]
     code, stdout, stderr = cli("generate", *args)

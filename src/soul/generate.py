@@ -2,10 +2,18 @@
 
 Every input is read and validated before any model is built, so a bad file costs a second, not a
 model load; the MP4 is written atomically, so a failure never leaves a file that looks finished.
+
+Audio of any length up to ``max_duration`` is generated in chunks (``soul.sampling.long_video``):
+frames stream into the MP4 writer as chunks finish, and chunk latents are saved beside the output
+(``OUT.mp4.soul-partial/``) so re-running the same command after a crash continues from the last
+finished chunk. A clip that fits one chunk is simply a run with one chunk.
 """
 
 from __future__ import annotations
 
+import math
+import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -16,7 +24,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from soul.errors import InputError
-from soul.media.audio import Audio, load_audio
+from soul.media.audio import Audio
 from soul.media.image import load_image
 
 ProgressFn = Callable[[int, int], None]
@@ -49,6 +57,13 @@ class GenerateRequest(BaseModel):
     device: str = "cpu"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     cpu_offload: bool = False
+    chunk_frames: int | None = Field(None, ge=5)
+    motion_latents: int = Field(2, ge=0)
+    codebook: bool = True
+    codebook_threshold: float | None = Field(None, ge=-1.0, le=1.0)
+    codebook_blend: float = Field(1.0, ge=0.0, le=1.0)
+    max_duration: float = Field(1800.0, gt=0)
+    resume: bool = True
 
 
 def build_request(**fields: Any) -> GenerateRequest:
@@ -76,6 +91,7 @@ class GenerateResult:
     preset: str
     seed: int
     info: dict[str, Any] = field(default_factory=dict)
+    chunks: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -93,47 +109,80 @@ class PreparedInputs:
     duration: float
 
 
-def prepare_inputs(request: GenerateRequest) -> PreparedInputs:
-    """Read and validate every input file before anything expensive happens."""
+def prepare_inputs(request: GenerateRequest, workdir: Path) -> PreparedInputs:
+    """Read and validate every input file before anything expensive happens.
+
+    Audio is decoded frame by frame into raw files in ``workdir`` (``soul.sampling.streaming``):
+    the model's 16 kHz tracks are then held once, loudness-normalised in place, and the MP4's
+    soundtrack is read from disk as the video is written, so a 30-minute input costs little memory.
+    """
+    from soul.sampling.streaming import FileSamples, loudness_normalize_, mix_spooled, spool_audio
+
     if request.output.suffix.lower() != ".mp4":
         raise InputError(request.output, "output must be an .mp4 file", "name the output like result.mp4")
     if request.output.exists() and request.output.is_dir():
         raise InputError(request.output, "is a directory", "give a file name ending in .mp4")
     image = load_image(request.image)
-    model_audio = [load_audio(p, 16_000, normalize=True).samples for p in request.audio]
-    tracks = [load_audio(p, MUX_SAMPLE_RATE, normalize=False, mono=False) for p in request.audio]
-    mux = _mix(tracks)
+    model_audio = []
+    for p in request.audio:
+        spooled = spool_audio(p, workdir, sample_rate=16_000, mono=True)
+        model_audio.append(loudness_normalize_(spooled.load(), 16_000))
+        spooled.path.unlink()
     for mask in request.masks:
         if not mask.exists():
             raise InputError(mask, "mask image not found", "check the path, or leave masks out to detect people automatically")
+    if len(request.audio) == 1:
+        track = spool_audio(request.audio[0], workdir, mono=False)
+    else:
+        track = mix_spooled([spool_audio(p, workdir, sample_rate=MUX_SAMPLE_RATE, mono=False) for p in request.audio], workdir, MUX_SAMPLE_RATE)
+    mux = Audio(FileSamples(track), track.sample_rate)  # type: ignore[arg-type]  # array-like read from disk
     return PreparedInputs(image=image, model_audio=model_audio, mux_audio=mux, duration=max(a.shape[0] for a in model_audio) / 16_000)
 
 
-def _mix(tracks: list[Audio]) -> Audio:
-    """Several speakers' tracks become one stereo soundtrack (summed, limited to avoid clipping)."""
-    if len(tracks) == 1:
-        return tracks[0]
-    n = max(t.samples.shape[0] for t in tracks)
-    out = np.zeros((n, 2), np.float32)
-    for t in tracks:
-        s = t.samples if t.samples.ndim == 2 else np.repeat(t.samples[:, None], 2, axis=1)
-        out[: s.shape[0], : s.shape[1]] += s[:, :2]
-    peak = float(np.abs(out).max())
-    if peak > 0.99:
-        out *= 0.99 / peak
-    return Audio(out, MUX_SAMPLE_RATE)
+# Request fields that change no frame: left out of the resume fingerprint.
+_NOT_IN_FINGERPRINT = {"output", "resume", "cpu_offload", "max_duration"}
 
 
-def run_generate(request: GenerateRequest, progress: ProgressFn | None = None) -> GenerateResult:
-    """Generate the video for `request` and write it to `request.output`."""
+def run_generate(
+    request: GenerateRequest,
+    progress: ProgressFn | None = None,
+    on_chunk: Callable[[dict[str, Any]], None] | None = None,
+) -> GenerateResult:
+    """Generate the video for `request` and write it to `request.output`.
+
+    Chunk latents are kept in `OUT.mp4.soul-partial/` while the job runs and removed once the MP4 is
+    in place; with `request.resume` (the default) a previous run of the same request continues from
+    its last finished chunk. `on_chunk` receives each chunk's summary record as it finishes.
+    """
+    from soul.sampling.resume import remove_stale_work_dirs
+
+    start = time.perf_counter()
+    # Decoded audio lives beside the output (same disk, found again and removed if a killed run
+    # left it), not in the system temp directory, which a SIGKILL would litter for good.
+    request.output.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_work_dirs(request.output)
+    with tempfile.TemporaryDirectory(prefix=f".{request.output.name}.audio-{os.getpid()}-", dir=request.output.parent) as workdir:
+        inputs = prepare_inputs(request, Path(workdir))
+        return _run(request, inputs, start, progress, on_chunk)
+
+
+def _run(
+    request: GenerateRequest,
+    inputs: PreparedInputs,
+    start: float,
+    progress: ProgressFn | None,
+    on_chunk: Callable[[dict[str, Any]], None] | None,
+) -> GenerateResult:
     import torch
 
     from soul.config import load_preset
-    from soul.media.video import write_video
+    from soul.media.video import VideoWriter
+    from soul.sampling.guidance import Guidance
+    from soul.sampling.long_video import LongVideoOptions, generate_long_video, prepare_conditions
     from soul.sampling.pipeline import SoulPipeline
+    from soul.sampling.resume import ResumeState, fingerprint, remove_stale_writer_files
+    from soul.sampling.schedules import resolve_sigmas
 
-    start = time.perf_counter()
-    inputs = prepare_inputs(request)
     config = load_preset(request.preset)
     fps = request.fps or config.sampling.fps
     height = request.height or config.sampling.height
@@ -141,16 +190,21 @@ def run_generate(request: GenerateRequest, progress: ProgressFn | None = None) -
     step = config.spatial_multiple
     if height % step or width % step or height <= 0 or width <= 0:
         raise InputError(f"--height {height} --width {width}", f"unsupported size: both sides must be positive multiples of {step}", f"e.g. --height {max(step, height // step * step)} --width {max(step, width // step * step)}")
-    from soul.models.audio_encoder import frames_for_duration, video_frames_for_duration
+    from soul.models.audio_encoder import video_frames_for_duration
 
-    frames = video_frames_for_duration(inputs.duration, fps)
-    chunk = config.sampling.chunk_frames
-    if frames > chunk:
+    if inputs.duration > request.max_duration:
         raise InputError(
             request.audio[0] if len(request.audio) == 1 else "--audio",
-            f"is {inputs.duration:.2f} s but this build generates one chunk of at most {chunk} frames ({chunk / fps:.2f} s at {fps} fps)",
-            f"trim the audio to {chunk / fps:.2f} s or lower --fps",
+            f"is {inputs.duration:.1f} s, longer than the maximum of {request.max_duration:.0f} s",
+            f"trim the audio, or raise the limit with --max-duration {math.ceil(inputs.duration)}",
         )
+    chunk_frames = request.chunk_frames or config.sampling.chunk_frames
+    if (chunk_frames - 1) % 4:
+        raise InputError("--chunk-frames", f"{chunk_frames}", f"use 4k+1 frames, e.g. {4 * ((chunk_frames - 1) // 4) + 1}")
+    chunk_latents = (chunk_frames - 1) // 4 + 1
+    if request.motion_latents > chunk_latents - 2:
+        raise InputError("--motion-latents", f"{request.motion_latents} does not fit chunks of {chunk_latents} latent frames", f"use 0..{chunk_latents - 2}")
+    frames = video_frames_for_duration(inputs.duration, fps)
     if request.checkpoint is not None:
         pipe = SoulPipeline.from_pretrained(request.checkpoint, preset=config, torch_dtype=getattr(torch, request.dtype), device=request.device)
     elif config.hub.backbone is None:  # a preset built from its config (tiny): random weights
@@ -165,53 +219,70 @@ def run_generate(request: GenerateRequest, progress: ProgressFn | None = None) -
         pipe.enable_model_cpu_offload()
     masks = None
     if len(request.audio) > 1 or request.masks:
+        from soul.media.image import fit_image
         from soul.models.person_masks import person_masks_for
 
         latent = (height // config.vae.scale_factor_spatial, width // config.vae.scale_factor_spatial)
-        from soul.media.image import fit_image
-
         masks = person_masks_for(
             fit_image(inputs.image, width, height), len(request.audio), latent, mask_paths=request.masks or None,
             source=request.image,
         )
-    generator = torch.Generator("cpu").manual_seed(request.seed)
     steps = request.steps or config.sampling.steps
-
-    def _callback(i: int, total: int, _latents: Any) -> None:
-        if progress:
-            progress(i, total)
-
-    result = pipe(
-        image=inputs.image,
-        audio=inputs.model_audio,
-        prompt=request.prompt,
-        negative_prompt=request.negative_prompt,
-        num_frames=frames_for_duration(inputs.duration, fps),
-        height=height,
-        width=width,
-        fps=fps,
-        num_inference_steps=None if request.sigmas else steps,
-        sigmas=request.sigmas,
-        sampler=request.sampler,
-        text_guidance_scale=request.text_scale if request.text_scale is not None else config.sampling.text_scale,
-        audio_guidance_scale=request.audio_scale if request.audio_scale is not None else config.sampling.audio_scale,
-        guidance=request.guidance,
-        generator=generator,
-        person_masks=masks,
-        callback=_callback,
+    sigmas = resolve_sigmas(num_steps=None if request.sigmas else steps, shift=config.sampling.flow_shift, sigmas=request.sigmas)
+    guidance = Guidance(
+        request.text_scale if request.text_scale is not None else config.sampling.text_scale,
+        request.audio_scale if request.audio_scale is not None else config.sampling.audio_scale,
+        enabled=request.guidance,
     )
-    video = result.frames[:frames]
-    write_video(request.output, video, fps, audio=inputs.mux_audio)
+    conds = prepare_conditions(
+        pipe, inputs.image, prompt=request.prompt, negative_prompt=request.negative_prompt,
+        num_streams=len(request.audio), height=height, width=width, guidance=guidance, person_masks=masks,
+    )
+    options = LongVideoOptions(
+        chunk_frames=chunk_frames, motion_latents=request.motion_latents, codebook=request.codebook,
+        codebook_threshold=request.codebook_threshold, codebook_blend=request.codebook_blend,
+        max_duration=request.max_duration,
+    )
+    settings = request.model_dump(mode="json", exclude=_NOT_IN_FINGERPRINT)
+    settings.update(chunk_frames=chunk_frames, fps=fps, height=height, width=width, steps=steps)
+    files = [request.image, *request.audio, *request.masks]
+    if request.checkpoint is not None:
+        files += sorted(p for p in Path(request.checkpoint).rglob("*.json") if p.is_file())
+    state = ResumeState.open(request.output, fingerprint(settings, files), resume=request.resume)
+    remove_stale_writer_files(request.output)
+
+    with VideoWriter(request.output, fps, audio=inputs.mux_audio) as writer:
+        result = generate_long_video(
+            pipe, anchor=conds.anchor, streams=inputs.model_audio, text=conds.text, null_text=conds.null_text,
+            video_frames=frames, fps=fps, height=height, width=width, sigmas=sigmas, guidance=guidance,
+            seed=request.seed, sink=writer.write, person_masks=conds.person_masks, sampler=request.sampler,
+            options=options, state=state, progress=progress, on_chunk=on_chunk,
+        )
+    state.remove()
+    info = {
+        "seed": request.seed,
+        "num_frames": result.generated_frames,
+        "video_frames": result.frames,
+        "sampler": request.sampler,
+        "sigmas": [round(float(s), 6) for s in sigmas],
+        "text_guidance_scale": guidance.text_scale,
+        "audio_guidance_scale": guidance.audio_scale,
+        "guidance": guidance.enabled,
+        "passes_per_step": guidance.num_passes(),
+        "num_streams": len(request.audio),
+        **result.info,
+    }
     return GenerateResult(
         output=request.output,
-        num_frames=int(video.shape[0]),
+        num_frames=result.frames,
         fps=fps,
-        duration=video.shape[0] / fps,
+        duration=result.frames / fps,
         audio_duration=inputs.duration,
         height=height,
         width=width,
         seconds=round(time.perf_counter() - start, 3),
         preset=request.preset,
         seed=request.seed,
-        info=dict(result.info) if getattr(result, "info", None) else {},
+        info=info,
+        chunks=result.chunks,
     )

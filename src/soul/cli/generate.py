@@ -15,6 +15,11 @@ from soul.cli.app import app, state
         "Animate a portrait with speech. The output MP4 (H.264 + AAC) carries the input audio and "
         "lasts exactly as long, to the frame. Several --audio files drive several people (left to "
         "right as found on the portrait, or bound to --mask images).\n\n"
+        "Long audio (up to --max-duration, 30 min by default) is made in chunks: every chunk sees the "
+        "portrait again plus the last --motion-latents latent frames of the previous one, and frames "
+        "are written as chunks finish. Finished chunks are saved in OUT.mp4.soul-partial/: if the "
+        "job dies, run the same command again and it continues where it stopped (--no-resume starts "
+        "over). The output file only appears when the video is complete.\n\n"
         "Examples:\n\n"
         "  soul generate --image me.jpg --audio hello.wav --prompt 'a woman talking' -o out.mp4\n\n"
         "  soul generate --preset wan22-ti2v-5b --checkpoint ~/weights/soul --image host.png "
@@ -40,15 +45,28 @@ def generate(
     device: str = typer.Option("cpu", "--device", help="torch device, e.g. cuda or cuda:1."),
     dtype: str = typer.Option("float32", "--dtype", help="float32, bfloat16 or float16."),
     cpu_offload: bool = typer.Option(False, "--cpu-offload", help="Keep idle models on the CPU (small GPUs)."),
-    json_out: bool = typer.Option(False, "--json", help="Print a JSON summary."),
+    chunk_frames: int = typer.Option(None, "--chunk-frames", help="Frames the model makes at once, 4k+1 (preset default)."),
+    motion_latents: int = typer.Option(2, "--motion-latents", help="Latent frames (4 video frames each) of the previous chunk that start the next one."),
+    codebook: str = typer.Option("on", "--codebook", help="on|off: pull drifted motion frames back toward the first chunk's look before reuse."),
+    codebook_threshold: float = typer.Option(None, "--codebook-threshold", help="Cosine similarity below which a latent patch counts as drifted (default: from the first chunk)."),
+    codebook_blend: float = typer.Option(1.0, "--codebook-blend", help="How far a drifted patch moves toward its codebook entry: 1 replaces, 0 leaves it."),
+    max_duration: float = typer.Option(1800.0, "--max-duration", help="Longest audio accepted, in seconds."),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue an interrupted run of the same command from its last finished chunk."),
+    json_out: bool = typer.Option(False, "--json", help="Print a JSON summary (with one record per chunk)."),
 ) -> None:
     from soul.cli.progress import step_progress
+    from soul.errors import InputError
     from soul.generate import build_request, run_generate
+
+    if codebook not in ("on", "off"):
+        raise InputError("--codebook", f"{codebook!r}", "use --codebook on or --codebook off")
 
     request = build_request(
         image=image, audio=audio, output=output, prompt=prompt, negative_prompt=negative_prompt, preset=preset,
         checkpoint=checkpoint, height=height, width=width, fps=fps, steps=steps, text_scale=text_scale,
         audio_scale=audio_scale, seed=seed, masks=mask or [], device=device, dtype=dtype, cpu_offload=cpu_offload,
+        chunk_frames=chunk_frames, motion_latents=motion_latents, codebook=codebook == "on",
+        codebook_threshold=codebook_threshold, codebook_blend=codebook_blend, max_duration=max_duration, resume=resume,
     )
     with step_progress("sampling", enabled=not (state.quiet or json_out)) as progress:
         result = run_generate(request, progress=progress)

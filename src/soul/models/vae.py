@@ -107,3 +107,49 @@ def decode_latents(vae: AutoencoderKLWan, z: torch.Tensor) -> torch.Tensor:
     param = next(vae.parameters())
     raw = denormalize_latents(z.to(device=param.device, dtype=param.dtype), vae)
     return vae.decode(raw).sample.clamp(-1.0, 1.0)
+
+
+class StreamingDecoder:
+    """Decode a latent sequence that arrives in pieces, with the VAE's causal feature cache.
+
+    The Wan decoder is causal in time: latent frame ``k`` needs only a small cache of activations
+    from the frames before it (two time steps per causal conv), never the frames themselves. So a
+    long video can be decoded as its chunks finish, in memory that does not grow with its length,
+    and the result equals one ``decode_latents`` call on the whole sequence (up to float rounding;
+    the same pieces in the same order give bit-identical frames). Latent frame 0 yields one video
+    frame, every later latent frame four.
+
+    The cache lives in this object, not in the VAE's own ``_feat_map``, so an ordinary
+    ``vae.decode`` (or a second stream) in between does not corrupt it. Spatial tiling is not
+    applied here: memory is already bounded by one latent frame at a time.
+    """
+
+    def __init__(self, vae: AutoencoderKLWan) -> None:
+        self.vae = vae
+        counts = getattr(vae, "_cached_conv_counts", None)
+        if counts is None:  # older diffusers: count the causal convs of the decoder
+            from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d
+
+            num = sum(isinstance(m, WanCausalConv3d) for m in vae.decoder.modules())
+        else:
+            num = counts["decoder"]
+        self._cache: list[torch.Tensor | None] = [None] * num
+        self.latents_seen = 0
+
+    @torch.no_grad()
+    def push(self, z: torch.Tensor) -> torch.Tensor:
+        """Decode the next latent frames ``[B, C, n, h, w]`` (normalised) -> video ``[B, 3, T, H, W]`` in [-1, 1]."""
+        from diffusers.models.autoencoders.autoencoder_kl_wan import unpatchify
+
+        _check_latents(z, self.vae)
+        param = next(self.vae.parameters())
+        raw = denormalize_latents(z.to(device=param.device, dtype=param.dtype), self.vae)
+        x = self.vae.post_quant_conv(raw)  # kernel 1 in time: frame-local, no cache needed
+        outs = []
+        for i in range(x.shape[2]):
+            out = self.vae.decoder(x[:, :, i : i + 1], feat_cache=self._cache, feat_idx=[0], first_chunk=self.latents_seen == 0)
+            self.latents_seen += 1
+            if self.vae.config.patch_size is not None:
+                out = unpatchify(out, patch_size=self.vae.config.patch_size)
+            outs.append(out.clamp(-1.0, 1.0))
+        return torch.cat(outs, dim=2)

@@ -581,6 +581,16 @@ class SoulPipeline:
         }
         return SoulOutput(frames=frames, latents=latents, fps=fps, info=info)
 
+    def long_video(self, *args: Any, **kwargs: Any) -> Any:
+        """Audio of any length, in chunks, frames streamed to ``sink``: see ``soul.sampling.long_video.long_video``.
+
+        ``__call__`` makes one chunk (what the model sees at once); this is the long-video path
+        (anchor + motion prefix per chunk, codebook drift control, streaming decode).
+        """
+        from soul.sampling.long_video import long_video
+
+        return long_video(self, *args, **kwargs)
+
 
 def _diffusers_version() -> str:
     import diffusers
