@@ -80,7 +80,13 @@ def test_sigkill_then_restart_gives_the_same_manifest(inputs: list[Path], refere
 
 def test_ray_engine_matches_local(inputs: list[Path], reference: Path, tmp_path: Path) -> None:
     """A subset (the broken file and one clip) keeps Ray's start-up inside the test budget."""
-    pytest.importorskip("ray")
+    import importlib.util
+    import os
+
+    if importlib.util.find_spec("ray") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("ray is not installed: CI installs the `ray` extra (make test)")
+        pytest.skip("ray not installed (pip install 'soul-avatar[ray]')")
     out = tmp_path / "ray"
     subset = inputs[:2]
     summary = annotate(subset, out, cfg=CurationConfig.model_validate(FAST), engine="ray", workers=2)

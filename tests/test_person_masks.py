@@ -85,7 +85,8 @@ def test_two_people_side_by_side(media: Path) -> None:
 
 
 def test_first_frame_of_two_people_clip(media: Path) -> None:
-    av = pytest.importorskip("av")
+    import av
+
     with av.open(str(media / "clips" / "two_people_left_speaks.mp4")) as container:
         frame = next(container.decode(video=0)).to_image()
     masks = person_masks_for(frame, 2, (32, 64), source="two_people_left_speaks.mp4")
