@@ -38,6 +38,9 @@ def generate(
     width: int = typer.Option(None, "--width", help="Output width in px."),
     fps: int = typer.Option(None, "--fps", help="Frames per second (preset default)."),
     steps: int = typer.Option(None, "--steps", help="Sampling steps (preset default)."),
+    sigmas: str = typer.Option(None, "--sigmas", help="Explicit noise levels, high to low, comma-separated (e.g. 1,0.75,0.5,0.25 for a 4-step distilled student); overrides --steps."),
+    sampler: str = typer.Option("euler", "--sampler", help="euler, unipc (official Wan2.2) or x0 (x0-predict + re-noise, for step-distilled students)."),
+    guidance_mode: str = typer.Option("on", "--guidance", help="on: three-pass text/audio guidance; off: one conditional pass per step (CFG-distilled students)."),
     text_scale: float = typer.Option(None, "--text-scale", help="Text guidance scale (1 = off)."),
     audio_scale: float = typer.Option(None, "--audio-scale", help="Audio guidance scale (1 = off)."),
     seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives the same video."),
@@ -60,11 +63,19 @@ def generate(
 
     if codebook not in ("on", "off"):
         raise InputError("--codebook", f"{codebook!r}", "use --codebook on or --codebook off")
+    if guidance_mode not in ("on", "off"):
+        raise InputError("--guidance", f"{guidance_mode!r}", "use --guidance on or --guidance off")
+    sigma_list = None
+    if sigmas is not None:
+        try:
+            sigma_list = [float(v) for v in sigmas.split(",") if v.strip()]
+        except ValueError:
+            raise InputError("--sigmas", f"{sigmas!r}", "give comma-separated numbers, e.g. 1,0.75,0.5,0.25") from None
 
     request = build_request(
         image=image, audio=audio, output=output, prompt=prompt, negative_prompt=negative_prompt, preset=preset,
         checkpoint=checkpoint, height=height, width=width, fps=fps, steps=steps, text_scale=text_scale,
-        audio_scale=audio_scale, seed=seed, masks=mask or [], device=device, dtype=dtype, cpu_offload=cpu_offload,
+        audio_scale=audio_scale, sigmas=sigma_list, sampler=sampler, guidance=guidance_mode == "on", seed=seed, masks=mask or [], device=device, dtype=dtype, cpu_offload=cpu_offload,
         chunk_frames=chunk_frames, motion_latents=motion_latents, codebook=codebook == "on",
         codebook_threshold=codebook_threshold, codebook_blend=codebook_blend, max_duration=max_duration, resume=resume,
     )

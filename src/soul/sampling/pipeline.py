@@ -36,11 +36,12 @@ from soul.errors import InputError
 from soul.media.audio import Audio
 from soul.media.image import fit_image
 from soul.models.audio_encoder import SAMPLE_RATE, SoulAudioEncoder, frames_for_duration, video_frames_for_duration
+from soul.models.light_vae import LightDecoder, LightStreamingDecoder, light_vae_config_for
 from soul.models.checkpoint import SOUL_DIR, check_transformer_files, load_transformer, save_checkpoint
 from soul.models.person_masks import person_masks_for
 from soul.models.text_encoder import SoulTextEncoder
 from soul.models.transformer import SoulTransformer3DModel, build_transformer
-from soul.models.vae import build_vae, decode_latents, encode_frames, load_vae
+from soul.models.vae import StreamingDecoder, build_vae, decode_latents, encode_frames, load_vae
 from soul.sampling.guidance import Conditions, Guidance, GuidancePass, VelocityModel, guided_velocity
 from soul.sampling.layout import LatentLayout, audio_frame_mask, latent_layout, token_timesteps
 from soul.sampling.schedules import SAMPLERS, make_sampler, resolve_sigmas
@@ -50,6 +51,7 @@ StepCallback = Callable[[int, int, torch.Tensor], None]
 
 PRESET_FILE = "preset.yaml"
 AUDIO_ENCODER_DIR = "audio_encoder"
+LIGHT_VAE_DIR = "light_vae"
 DEFAULT_PRESET = "wan22-ti2v-5b"
 _FIX_DIR = "download it with `soul download`, or point at a directory written by SoulPipeline.save_pretrained"
 
@@ -207,8 +209,10 @@ class SoulPipeline:
         text_encoder: SoulTextEncoder,
         audio_encoder: SoulAudioEncoder,
         config: SoulConfig,
+        light_vae: LightDecoder | None = None,
     ) -> None:
         self.transformer = transformer
+        self.light_vae = light_vae
         self.vae = vae
         self.text_encoder = text_encoder
         self.audio_encoder = audio_encoder
@@ -238,9 +242,11 @@ class SoulPipeline:
             vae = build_vae(config, dtype=torch.float32, device=device)
             text_encoder = SoulTextEncoder.build(config)
             audio_encoder = SoulAudioEncoder.build(config)
+            # Built last so the other components' weights do not depend on it.
+            light_vae = LightDecoder(light_vae_config_for(config.vae)).to(device).eval()
         text_encoder.model.to(device=device, dtype=torch_dtype)
         audio_encoder.model.to(device)
-        return cls(transformer, vae, text_encoder, audio_encoder, config)
+        return cls(transformer, vae, text_encoder, audio_encoder, config, light_vae=light_vae)
 
     @classmethod
     def from_pretrained(
@@ -280,7 +286,9 @@ class SoulPipeline:
         audio_dir = root / SOUL_DIR / AUDIO_ENCODER_DIR
         audio_encoder = SoulAudioEncoder.from_pretrained(audio_dir if audio_dir.is_dir() else None, config, torch_dtype=audio_encoder_dtype)
         audio_encoder.model.to(device)
-        return cls(transformer, vae, text_encoder, audio_encoder, config)
+        light_dir = root / SOUL_DIR / LIGHT_VAE_DIR
+        light_vae = LightDecoder.from_pretrained(light_dir, device=device) if light_dir.is_dir() else None
+        return cls(transformer, vae, text_encoder, audio_encoder, config, light_vae=light_vae)
 
     @staticmethod
     def _locate(path: str | Path) -> Path:
@@ -341,6 +349,8 @@ class SoulPipeline:
         self.vae.save_pretrained(root / "vae", safe_serialization=True)
         self.text_encoder.save_pretrained(root)
         self.audio_encoder.save_pretrained(root / SOUL_DIR / AUDIO_ENCODER_DIR)
+        if self.light_vae is not None:
+            self.light_vae.save_pretrained(root / SOUL_DIR / LIGHT_VAE_DIR)
         # A scheduler config, so diffusers' own Wan pipelines can load the directory too.
         UniPCMultistepScheduler(
             prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=self.config.sampling.flow_shift
@@ -389,12 +399,15 @@ class SoulPipeline:
         self.vae.enable_tiling()
 
     def _modules(self) -> dict[str, torch.nn.Module]:
-        return {
+        modules = {
             "text_encoder": self.text_encoder.model,
             "audio_encoder": self.audio_encoder.model,
             "transformer": self.transformer,
             "vae": self.vae,
         }
+        if self.light_vae is not None:
+            modules["light_vae"] = self.light_vae
+        return modules
 
     @property
     def device(self) -> torch.device:
@@ -431,11 +444,36 @@ class SoulPipeline:
         with torch.no_grad():
             return encode_frames(self.vae, pixels).float().to(self.device)
 
-    def decode(self, latents: torch.Tensor) -> np.ndarray:
-        """Normalised latents ``[1, C, F, h, w]`` -> uint8 frames ``[T, H, W, 3]``."""
-        self._activate("vae")
+    def _light(self) -> LightDecoder:
+        if self.light_vae is None:
+            raise InputError(
+                "vae",
+                "'light' was asked for but this pipeline has no light decoder",
+                "train one with `soul distill vae CONFIG` and save it under soul/light_vae/, or use vae='full'",
+            )
+        return self.light_vae
+
+    def decode(self, latents: torch.Tensor, vae: Literal["full", "light"] = "full") -> np.ndarray:
+        """Normalised latents ``[1, C, F, h, w]`` -> uint8 frames ``[T, H, W, 3]``.
+
+        ``vae="light"`` uses the conv-only light decoder (``soul.models.light_vae``), many times
+        cheaper than the full Wan decoder at a quality cost measured in docs/speed.md.
+        """
+        if vae not in ("full", "light"):
+            raise InputError("vae", f"{vae!r}", "use 'full' or 'light'")
         with torch.no_grad():
+            if vae == "light":
+                light = self._light()
+                self._activate("light_vae")
+                return _frames_to_uint8(light(latents))
+            self._activate("vae")
             return _frames_to_uint8(decode_latents(self.vae, latents))
+
+    def streaming_decoder(self, vae: Literal["full", "light"] = "full") -> StreamingDecoder | LightStreamingDecoder:
+        """A decoder for latents that arrive chunk by chunk (long video); both kinds have ``push``."""
+        if vae not in ("full", "light"):
+            raise InputError("vae", f"{vae!r}", "use 'full' or 'light'")
+        return self._light().stream() if vae == "light" else StreamingDecoder(self.vae)
 
     def _masks(self, image: Image.Image, person_masks: np.ndarray | None, streams: int, layout: LatentLayout) -> torch.Tensor | None:
         size = (layout.latent_height, layout.latent_width)
@@ -482,6 +520,7 @@ class SoulPipeline:
         person_masks: np.ndarray | None = None,
         callback: StepCallback | None = None,
         output_type: Literal["np", "latent"] = "np",
+        vae: Literal["full", "light"] = "full",
     ) -> SoulOutput:
         """Generate one chunk. Defaults come from the preset's ``sampling`` section.
 
@@ -494,9 +533,13 @@ class SoulPipeline:
         levels, high to low) override ``num_inference_steps``/``shift``. ``guidance=False`` runs
         one conditional pass per step (guidance-distilled students). Several audio tracks mean
         several people; their masks come from ``person_masks`` ``[N, H, W]`` or are found on the
-        portrait.
+        portrait. ``vae="light"`` decodes with the light decoder (fast path, DESIGN 5).
         """
         cfg = self.config
+        if vae not in ("full", "light"):
+            raise InputError("vae", f"{vae!r}", "use 'full' or 'light'")
+        if vae == "light" and output_type != "latent":
+            self._light()
         pil = _to_pil(image)
         if not isinstance(prompt, str):
             raise InputError("prompt", f"got {type(prompt).__name__}", "pass the prompt as a string")
@@ -563,7 +606,7 @@ class SoulPipeline:
             batched_guidance=batched_guidance,
             callback=callback,
         )
-        frames = None if output_type == "latent" else self.decode(latents)
+        frames = None if output_type == "latent" else self.decode(latents, vae=vae)
         info = {
             "seed": seed,
             "num_frames": layout.num_frames,
@@ -578,6 +621,7 @@ class SoulPipeline:
             "guidance": scales.enabled,
             "passes_per_step": scales.num_passes(),
             "num_streams": len(streams),
+            "vae": vae,
         }
         return SoulOutput(frames=frames, latents=latents, fps=fps, info=info)
 

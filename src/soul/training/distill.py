@@ -1,0 +1,197 @@
+"""Guidance and step distillation of Soul's transformer (DESIGN 5), on the trainer's own path.
+
+Both distillers subclass ``soul.training.trainer.Trainer``: same data (``ClipWindowDataset``),
+same conditioning (anchor frame from the clip, random motion prefix, per-token timesteps, audio
+frame mask), same checkpointing, metrics, resume and export. Only the loss differs, and a frozen
+copy of the starting transformer (the teacher) is kept next to the student.
+
+- **CFG distillation** (``CFGDistiller``): the student's single conditional pass is regressed onto
+  the teacher's three-pass guided velocity (text + audio guidance at the teacher's scales) at the
+  same noised latents and random t, MSE on the noisy frames. No guidance embedding: the student
+  then runs with ``guidance=False``.
+- **Step distillation** (``StepDistiller``): trajectory distillation for the 4-step x0-renoise
+  sampler. At a step ``k`` of the distilled schedule (t = 1000, 750, 500, 250), the student's x0
+  prediction ``x - sigma_k v`` is regressed onto the *teacher's* ODE solution from the same
+  ``x_{sigma_k}`` to 0 (Euler, ``teacher_steps`` steps, guided as configured). That is exactly what
+  the x0-renoise sampler needs at each of its levels: a one-jump estimate of where the teacher's
+  trajectory ends. The state ``x_{sigma_k}`` for ``k > 0`` is the data latent re-noised to
+  ``sigma_k``, as the sampler re-noises its own x0 estimate. Chosen over DMD because it needs no
+  fake-score network (half the memory and a third of the compute per step on this CPU) and its
+  loss is directly the quantity the sampler consumes; DMD's extra sharpness is not measurable
+  until miniature weights are trained (docs/speed.md).
+"""
+
+from __future__ import annotations
+
+import copy
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import Field, model_validator
+
+from soul.sampling.guidance import Conditions, Guidance, guided_velocity
+from soul.sampling.layout import audio_frame_mask, token_timesteps
+from soul.sampling.schedules import DISTILLED_TIMESTEPS, NUM_TRAIN_TIMESTEPS, EulerSampler
+from soul.training.config import TrainConfig
+from soul.training.data import TrainSample
+from soul.training.distill_vae import load_yaml_config
+from soul.training.trainer import Trainer, sample_generator, sample_sigma
+
+
+class DistillCFGConfig(TrainConfig):
+    """A CFG-distillation run: a training config plus the teacher's guidance scales."""
+
+    trainable: Literal["audio", "all", "lora"] = "all"
+    text_scale: float | None = None  # None = the preset's sampling.text_scale
+    audio_scale: float | None = None  # None = the preset's sampling.audio_scale
+    output: str = "runs/distill-cfg"
+
+
+class DistillStepsConfig(TrainConfig):
+    """A step-distillation run for the x0-renoise sampler at fixed timesteps."""
+
+    trainable: Literal["audio", "all", "lora"] = "all"
+    timesteps: list[float] = Field(default_factory=lambda: list(DISTILLED_TIMESTEPS))
+    teacher_steps: int = Field(8, gt=0)  # Euler steps of the teacher's ODE from sigma_k to 0
+    teacher_guidance: bool = True  # True: teacher = three-pass guided model; False: its conditional pass
+    text_scale: float | None = None
+    audio_scale: float | None = None
+    output: str = "runs/distill-steps"
+
+    @model_validator(mode="after")
+    def _levels(self) -> DistillStepsConfig:
+        ts = self.timesteps
+        if not ts or any(not (0 < t <= NUM_TRAIN_TIMESTEPS) for t in ts) or any(b >= a for a, b in zip(ts, ts[1:])):
+            raise ValueError("timesteps must be strictly decreasing values in (0, 1000]")
+        return self
+
+
+def load_distill_config(path: str | Path, kind: str, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Read ``configs/distill/*.yaml`` for ``kind`` "cfg" or "steps"; relative data paths stay as written."""
+    model = {"cfg": DistillCFGConfig, "steps": DistillStepsConfig}[kind]
+    return load_yaml_config(path, model, overrides)
+
+
+class _Distiller(Trainer):
+    """Trainer with a frozen teacher copy of the starting transformer."""
+
+    def __init__(self, cfg: TrainConfig, output: str | Path | None = None, resume: bool = False) -> None:
+        # The teacher must be the *starting* weights: copy before any resume loads student weights.
+        super().__init__(cfg, output=output, resume=False)
+        self.teacher = copy.deepcopy(self.transformer).eval()
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        sampling = self.model_config.sampling
+        text_scale = getattr(cfg, "text_scale", None)
+        audio_scale = getattr(cfg, "audio_scale", None)
+        self.guidance = Guidance(
+            sampling.text_scale if text_scale is None else float(text_scale),
+            sampling.audio_scale if audio_scale is None else float(audio_scale),
+        )
+        if resume:
+            self._resume()
+
+    def _teacher_velocity(self) -> Any:
+        from soul.sampling.pipeline import as_velocity_model
+
+        return as_velocity_model(self.teacher)
+
+    def _prepare(self, sample: TrainSample, index: int) -> dict[str, Any]:
+        """Latents, prefix, conditions and RNG for one sample, as the flow-matching trainer draws them."""
+        gen = sample_generator(self.cfg.seed, index)
+        with torch.no_grad():
+            x0 = self._latents(sample.frames).clone()
+            x0[:, :, :1] = self._latents(sample.reference[None])
+            text = self._text([sample.caption])
+            audio = self._audio(sample.audio, sample.frames.shape[0])
+        _, c, f, h, w = x0.shape
+        max_prefix = self.cfg.conditioning.max_prefix_latents
+        prefix = 1 + int(torch.randint(0, min(max_prefix, f - 2) + 1, (), generator=gen)) if f > 2 else 1
+        extra = {"audio_frame_mask": audio_frame_mask(f, prefix, 1, self.device)}
+        conds = Conditions(text=text, null_text=self.null_text, audio=audio, extra=extra)
+        weight = torch.ones(1, 1, f, h, w, device=self.device)
+        weight[:, :, :prefix] = 0.0
+        return {"gen": gen, "x0": x0, "prefix": prefix, "conds": conds, "weight": weight, "shape": (f, h, w), "channels": c}
+
+    def _student(self, xt: torch.Tensor, timestep: torch.Tensor, conds: Conditions) -> torch.Tensor:
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (self.cfg.mixed_precision == "bf16" and self.device.type == "cuda") else nullcontext()
+        with autocast:
+            return self.model(
+                hidden_states=xt,
+                timestep=timestep,
+                encoder_hidden_states=conds.text,
+                audio_features=conds.audio,
+                audio_frame_mask=conds.extra["audio_frame_mask"],
+                return_dict=False,
+            )[0].float()
+
+    def _timesteps(self, sigma: float, s: dict[str, Any]) -> torch.Tensor:
+        patch = tuple(int(x) for x in self.transformer.config.patch_size)
+        return token_timesteps(sigma * NUM_TRAIN_TIMESTEPS, s["shape"], patch, s["prefix"], 1, self.device)
+
+
+class CFGDistiller(_Distiller):
+    """One student pass regressed onto the teacher's three-pass guided velocity."""
+
+    def sample_losses(self, samples: list[TrainSample], indices: list[int]) -> torch.Tensor:
+        losses = []
+        teacher = self._teacher_velocity()
+        for sample, index in zip(samples, indices):
+            s = self._prepare(sample, index)
+            sigma = sample_sigma(s["gen"], self.cfg.timestep_sampling, self.cfg.flow_shift)
+            noise = torch.randn(s["x0"].shape, generator=s["gen"]).to(self.device)
+            xt = (1 - sigma) * s["x0"] + sigma * noise
+            xt[:, :, : s["prefix"]] = s["x0"][:, :, : s["prefix"]]
+            t = self._timesteps(sigma, s)
+            with torch.no_grad():
+                target = guided_velocity(teacher, xt, t, s["conds"], self.guidance)
+            pred = self._student(xt, t, s["conds"])
+            losses.append(((pred - target) ** 2 * s["weight"]).sum() / (s["weight"].sum() * s["channels"]))
+        return torch.stack(losses)
+
+
+class StepDistiller(_Distiller):
+    """The student's x0 at each distilled level regressed onto the teacher's ODE endpoint."""
+
+    def __init__(self, cfg: TrainConfig, output: str | Path | None = None, resume: bool = False) -> None:
+        super().__init__(cfg, output=output, resume=resume)
+        self.sigmas = [float(t) / NUM_TRAIN_TIMESTEPS for t in getattr(cfg, "timesteps", DISTILLED_TIMESTEPS)]
+        self.teacher_guidance = Guidance(self.guidance.text_scale, self.guidance.audio_scale, enabled=bool(getattr(cfg, "teacher_guidance", True)))
+        self.teacher_steps = int(getattr(cfg, "teacher_steps", 8))
+
+    @torch.no_grad()
+    def teacher_solution(self, x: torch.Tensor, sigma: float, s: dict[str, Any]) -> torch.Tensor:
+        """The teacher's Euler ODE solution from ``x`` at ``sigma`` to 0 (prefix frames held clean)."""
+        teacher = self._teacher_velocity()
+        levels = torch.linspace(sigma, 0.0, self.teacher_steps + 1, dtype=torch.float64)
+        run = EulerSampler(levels)
+        x = x.clone()
+        p = s["prefix"]
+        for i in range(run.num_steps):
+            v = guided_velocity(teacher, x, self._timesteps(run.sigma(i), s), s["conds"], self.teacher_guidance)
+            x = run.step(v, i, x)
+            x[:, :, :p] = s["x0"][:, :, :p]
+        return x
+
+    def sample_losses(self, samples: list[TrainSample], indices: list[int]) -> torch.Tensor:
+        losses = []
+        for sample, index in zip(samples, indices):
+            s = self._prepare(sample, index)
+            k = int(torch.randint(0, len(self.sigmas), (), generator=s["gen"]))
+            sigma = self.sigmas[k]
+            noise = torch.randn(s["x0"].shape, generator=s["gen"]).to(self.device)
+            x = (1 - sigma) * s["x0"] + sigma * noise
+            x[:, :, : s["prefix"]] = s["x0"][:, :, : s["prefix"]]
+            target = self.teacher_solution(x, sigma, s)
+            pred_x0 = x - sigma * self._student(x, self._timesteps(sigma, s), s["conds"])
+            losses.append(((pred_x0 - target) ** 2 * s["weight"]).sum() / (s["weight"].sum() * s["channels"]))
+        return torch.stack(losses)
+
+
+def describe(cfg: TrainConfig) -> str:
+    """One line for logs: what the teacher is and what the student learns."""
+    if isinstance(cfg, DistillStepsConfig):
+        return f"step distillation to t={cfg.timesteps} (teacher: {cfg.teacher_steps} Euler steps, guidance {'on' if cfg.teacher_guidance else 'off'})"
+    return "CFG distillation (student: 1 pass; teacher: 3-pass guided velocity)"

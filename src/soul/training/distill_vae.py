@@ -1,0 +1,206 @@
+"""`soul distill vae`: train the light decoder to reproduce the full Wan decoder's frames.
+
+The light decoder (``soul.models.light_vae``) replaces the full decoder only at decode time, so
+what it must match is the full decoder's output on the latents the pipeline produces, not the
+original pixels: targets are ``decode_latents(full_vae, z)`` for the same ``z``. Latents come from
+encoding drawn talking clips (``soul.miniature.clips.draw_clip``) with the preset's (or
+checkpoint's) VAE; the pool is encoded and decoded once up front because the full VAE is frozen.
+A small Gaussian perturbation of the latents (``latent_noise``) can be enabled so the decoder also
+sees latents off the encoder's manifold, as sampled latents are; the full decoder is then re-run
+on the perturbed latents for the targets.
+
+Checkpoints and metrics use the trainer's ``CheckpointManager`` / ``MetricsLogger``; the result is
+written with ``LightDecoder.save_pretrained`` to ``OUTPUT/light_vae`` and, when a checkpoint
+directory is given as ``init_checkpoint``, can be copied to ``CHECKPOINT/soul/light_vae`` where
+``SoulPipeline.from_pretrained`` looks for it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from soul.errors import InputError
+from soul.models.light_vae import LightDecoder, light_vae_config_for
+from soul.training.checkpointing import CheckpointManager, rng_state, set_rng_state
+from soul.training.metrics import MetricsLogger
+
+LIGHT_VAE_OUTPUT = "light_vae"
+
+
+class DistillVAEConfig(BaseModel):
+    """One light-decoder distillation run (configs/distill/*vae*.yaml)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    preset: str = "tiny"
+    init_checkpoint: str | None = None  # a Soul checkpoint whose vae/ is the teacher; None = preset's VAE (random for tiny)
+    widths: tuple[int, int, int, int] | None = None  # light decoder stage widths; None = scaled like the full decoder
+    num_clips: int = Field(16, gt=0)
+    eval_clips: int = Field(4, ge=0)
+    seconds: float = Field(1.25, gt=0)
+    fps: float = Field(16.0, gt=0)
+    num_frames: int = Field(17, gt=0)
+    size: int = Field(64, gt=0)
+    latent_noise: float = Field(0.0, ge=0)
+    batch_size: int = Field(2, gt=0)
+    lr: float = Field(1e-3, gt=0)
+    max_steps: int = Field(200, gt=0)
+    checkpoint_every: int = Field(100, gt=0)
+    keep_last: int = Field(2, gt=0)
+    log_every: int = Field(1, gt=0)
+    seed: int = 0
+    output: str = "runs/distill-vae"
+
+    @model_validator(mode="after")
+    def _shapes(self) -> DistillVAEConfig:
+        if (self.num_frames - 1) % 4:
+            raise ValueError("num_frames must be 4k+1 (the VAE is causal, 4x in time)")
+        if self.size % 16:
+            raise ValueError("size must be a multiple of 16")
+        if self.seconds * self.fps < self.num_frames:
+            raise ValueError(f"seconds * fps must give at least num_frames={self.num_frames} frames")
+        return self
+
+
+def load_yaml_config(path: str | Path, model: type[BaseModel], overrides: dict[str, Any] | None = None) -> Any:
+    """Read and validate a distillation YAML; errors name the file and the field."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "config not found", "give a YAML file, e.g. configs/distill/tiny-vae.yaml")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise InputError(path, f"not valid YAML: {err}", "fix the YAML syntax") from None
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            data[key] = value
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise InputError(path, f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}", "compare with the files in configs/distill/") from None
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = float(F.mse_loss(a.clamp(-1, 1), b.clamp(-1, 1)))
+    return 10 * math.log10(4.0 / max(mse, 1e-12))
+
+
+class VAEDistiller:
+    """Builds teacher (full VAE), student (light decoder) and the latent pool; ``train()`` runs."""
+
+    def __init__(self, cfg: DistillVAEConfig, resume: bool = False) -> None:
+        from soul.miniature.clips import draw_clip
+        from soul.models.vae import decode_latents, encode_frames
+        from soul.sampling.pipeline import SoulPipeline
+
+        self.cfg = cfg
+        self.output = Path(cfg.output)
+        torch.manual_seed(cfg.seed)
+        if cfg.init_checkpoint:
+            from soul.config import load_preset
+            from soul.models.vae import load_vae
+
+            self.vae = load_vae(cfg.init_checkpoint)
+            self.config = load_preset(cfg.preset)
+        else:
+            pipe = SoulPipeline.from_preset(cfg.preset, seed=cfg.seed)
+            self.vae, self.config = pipe.vae, pipe.config
+        for p in self.vae.parameters():
+            p.requires_grad_(False)
+        self._decode = decode_latents
+        self.student = LightDecoder(light_vae_config_for(self.vae.config, widths=cfg.widths))
+        self.student.train()
+        self.optimizer = torch.optim.AdamW(self.student.parameters(), lr=cfg.lr, weight_decay=0.0)
+
+        def pool(seed0: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+            zs, targets = [], []
+            with torch.no_grad():
+                for k in range(count):
+                    clip = draw_clip(seed0 + k, cfg.seconds, cfg.fps, cfg.size)
+                    video = torch.from_numpy(clip.frames[: cfg.num_frames]).float().div(127.5).sub(1).permute(3, 0, 1, 2)[None]
+                    z = encode_frames(self.vae, video)
+                    zs.append(z)
+                    targets.append(decode_latents(self.vae, z))
+            return torch.cat(zs), torch.cat(targets)
+
+        self.latents, self.targets = pool(cfg.seed * 10_000, cfg.num_clips)
+        self.eval_latents, self.eval_targets = pool(cfg.seed * 10_000 + 5_000, cfg.eval_clips) if cfg.eval_clips else (None, None)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.checkpoints = CheckpointManager(self.output / "checkpoints", keep_last=cfg.keep_last)
+        self.step = 0
+        if resume and self.checkpoints.latest() is not None:
+            weights, state, _ = self.checkpoints.load(self.checkpoints.latest())  # type: ignore[arg-type]
+            self.student.load_state_dict(weights)
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.rng.bit_generator.state = state["numpy_rng"]
+            set_rng_state(state["rng"])
+            self.step = int(state["step"])
+
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """A random batch of (latents, full-decoder frames), perturbed when ``latent_noise`` > 0."""
+        idx = torch.from_numpy(self.rng.integers(0, self.latents.shape[0], self.cfg.batch_size))
+        z, target = self.latents[idx], self.targets[idx]
+        if self.cfg.latent_noise > 0:
+            z = z + self.cfg.latent_noise * torch.randn_like(z)
+            with torch.no_grad():
+                target = self._decode(self.vae, z)
+        return z, target
+
+    def train_step(self) -> dict[str, float]:
+        """One AdamW step on L1 + MSE between light and full frames."""
+        start = time.perf_counter()
+        z, target = self.batch()
+        pred = self.student.decode_unclamped(z)
+        loss = F.l1_loss(pred, target) + F.mse_loss(pred, target)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad = float(torch.nn.utils.clip_grad_norm_(self.student.parameters(), 1.0))
+        self.optimizer.step()
+        self.step += 1
+        return {"loss": float(loss.detach()), "grad_norm": grad, "seconds": time.perf_counter() - start}
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """PSNR (dB) of the light decoder against the full decoder on held-out clips' latents."""
+        if self.eval_latents is None:
+            return {}
+        self.student.eval()
+        pred = self.student(self.eval_latents)
+        self.student.train()
+        return {"eval_psnr_vs_full": _psnr(pred, self.eval_targets), "eval_mae_vs_full": float((pred - self.eval_targets).abs().mean())}  # type: ignore[arg-type]
+
+    def save_checkpoint(self) -> Path:
+        state = {"optimizer": self.optimizer.state_dict(), "rng": rng_state(), "numpy_rng": self.rng.bit_generator.state, "step": self.step}
+        return self.checkpoints.save(self.step, self.student.state_dict(), state, {"kind": "light_vae", "preset": self.cfg.preset})
+
+    def train(self, max_steps: int | None = None, progress: Any = None) -> list[dict[str, float]]:
+        """Run to ``max_steps``; log, checkpoint, evaluate at the end and export the decoder."""
+        target = max_steps or self.cfg.max_steps
+        logger = MetricsLogger(self.output, resume_step=self.step, tensorboard=False)
+        history: list[dict[str, float]] = []
+        try:
+            while self.step < target:
+                record = self.train_step()
+                if self.step == target:
+                    record.update(self.evaluate())
+                history.append({"step": self.step, **record})
+                if self.step % self.cfg.log_every == 0 or self.step == target:
+                    logger.log(self.step, record)
+                if self.step % self.cfg.checkpoint_every == 0 or self.step == target:
+                    self.save_checkpoint()
+                if progress:
+                    progress(self.step, target)
+        finally:
+            logger.close()
+        self.student.eval().save_pretrained(self.output / LIGHT_VAE_OUTPUT)
+        return history

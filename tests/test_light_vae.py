@@ -1,0 +1,167 @@
+"""The light decoder: Wan's frame-count and causality conventions, streaming, the taew2_2 layout,
+the pipeline's vae="light" option and its distillation against the full decoder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from soul.config import load_preset
+from soul.errors import InputError
+from soul.models.light_vae import LightDecoder, LightVAEConfig, light_vae_config_for
+from soul.models.vae import build_vae, decode_latents
+
+
+def _decoder(seed: int = 0, **kw: object) -> LightDecoder:
+    torch.manual_seed(seed)
+    return LightDecoder(LightVAEConfig(widths=(16, 8, 8, 8), **kw)).eval()  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("latent_frames", [1, 2, 5])
+def test_frame_count_and_range_match_the_full_vae(latent_frames: int) -> None:
+    cfg = load_preset("tiny")
+    z = torch.randn(1, 48, latent_frames, 2, 3)
+    with torch.no_grad():
+        light = _decoder()(z)
+        full = decode_latents(build_vae(cfg), z)
+    assert light.shape == full.shape == (1, 3, 1 + 4 * (latent_frames - 1), 32, 48)
+    assert light.min() >= -1 and light.max() <= 1
+
+
+def test_decoding_is_causal_in_time() -> None:
+    dec = _decoder()
+    z = torch.randn(1, 48, 4, 2, 2)
+    z2 = z.clone()
+    z2[:, :, 2] += 2.0  # latent 2 makes frames 5..8
+    with torch.no_grad():
+        a, b = dec(z), dec(z2)
+    assert torch.equal(a[:, :, :5], b[:, :, :5])
+    assert (a[:, :, 5:9] - b[:, :, 5:9]).abs().max() > 1e-4
+
+
+def test_streaming_equals_one_call_for_any_split() -> None:
+    dec = _decoder(1)
+    z = torch.randn(1, 48, 6, 2, 2)
+    with torch.no_grad():
+        whole = dec(z)
+    for cuts in ([1, 2, 3], [3, 3], [1, 1, 1, 1, 1, 1]):
+        stream = dec.stream()
+        parts, start = [], 0
+        for n in cuts:
+            parts.append(stream.push(z[:, :, start : start + n]))
+            start += n
+        assert torch.allclose(torch.cat(parts, 2), whole, atol=1e-6)
+
+
+def test_latents_are_unnormalised_with_the_vae_statistics() -> None:
+    mean, std = torch.randn(48).tolist(), (torch.rand(48) + 0.5).tolist()
+    plain = _decoder(2)
+    stats = LightDecoder(LightVAEConfig(widths=(16, 8, 8, 8), latents_mean=mean, latents_std=std)).eval()
+    stats.load_state_dict(plain.state_dict())
+    z = torch.randn(1, 48, 2, 2, 2)
+    raw = z * torch.tensor(std).view(1, 48, 1, 1, 1) + torch.tensor(mean).view(1, 48, 1, 1, 1)
+    with torch.no_grad():
+        assert torch.allclose(stats(z), plain(raw), atol=1e-5)
+
+
+def _taew2_2_state(seed: int) -> dict[str, torch.Tensor]:
+    """Random tensors under the published taew2_2 key names and shapes (decoder and encoder)."""
+    g = torch.Generator().manual_seed(seed)
+
+    def r(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=g) * 0.05
+
+    widths = (256, 128, 64, 64)
+    sd = {"decoder.1.weight": r(256, 48, 3, 3), "decoder.1.bias": r(256)}
+    for stage, first in enumerate((3, 9, 15)):
+        n = widths[stage]
+        for i in range(first, first + 3):
+            sd |= {f"decoder.{i}.conv.0.weight": r(n, 2 * n, 3, 3), f"decoder.{i}.conv.0.bias": r(n),
+                   f"decoder.{i}.conv.2.weight": r(n, n, 3, 3), f"decoder.{i}.conv.2.bias": r(n),
+                   f"decoder.{i}.conv.4.weight": r(n, n, 3, 3), f"decoder.{i}.conv.4.bias": r(n)}
+        # time-grow: stride 1 in the first stage, but stored with two frames' channels
+        sd[f"decoder.{first + 4}.conv.weight"] = r(2 * n, n, 1, 1)
+        sd[f"decoder.{first + 5}.weight"] = r(widths[stage + 1], n, 3, 3)
+    sd |= {"decoder.22.weight": r(12, 64, 3, 3), "decoder.22.bias": r(12)}
+    sd |= {"encoder.0.weight": r(64, 12, 3, 3), "encoder.0.bias": r(64)}
+    return sd
+
+
+def test_loads_the_taew2_2_layout_from_a_file(tmp_path: Path) -> None:
+    sd = _taew2_2_state(3)
+    path = tmp_path / "taew2_2.pth"
+    torch.save(sd, path)
+    mean, std = [0.1] * 48, [0.5] * 48
+    dec = LightDecoder.from_taehv_checkpoint(path, mean, std)
+    assert dec.config.widths == (256, 128, 64, 64) and dec.config.patch_size == 2
+    assert torch.equal(dec.decoder[1].weight, sd["decoder.1.weight"])
+    assert torch.equal(dec.decoder[7].conv.weight, sd["decoder.7.conv.weight"][256:])  # last frame's channels
+    assert torch.equal(dec.decoder[13].conv.weight, sd["decoder.13.conv.weight"])
+    with torch.no_grad():
+        out = dec(torch.randn(1, 48, 2, 1, 1))
+    assert out.shape == (1, 3, 5, 16, 16)
+    broken = {k: v for k, v in sd.items() if k != "decoder.10.conv.2.weight"}
+    with pytest.raises(InputError, match="missing"):
+        LightDecoder.from_taehv_checkpoint(broken, mean, std)
+
+
+def test_save_and_load_round_trip(tmp_path: Path) -> None:
+    dec = _decoder(4, latents_mean=[0.3] * 48)
+    dec.save_pretrained(tmp_path / "lv")
+    back = LightDecoder.from_pretrained(tmp_path / "lv")
+    z = torch.randn(1, 48, 2, 2, 2)
+    with torch.no_grad():
+        assert torch.equal(dec(z), back(z))
+    with pytest.raises(InputError):
+        LightDecoder.from_pretrained(tmp_path / "nothing")
+
+
+def test_preset_sizing_keeps_the_light_decoder_small() -> None:
+    real = light_vae_config_for(load_preset("wan22-ti2v-5b").vae)
+    assert real.widths == (256, 128, 64, 64) and real.latents_std[0] == pytest.approx(0.4765)
+    light = LightDecoder(light_vae_config_for(load_preset("mini").vae))
+    full = build_vae(load_preset("mini"), meta=True)
+    assert sum(p.numel() for p in light.parameters()) * 5 < sum(p.numel() for p in full.decoder.parameters())
+
+
+def test_pipeline_light_vae_option(tmp_path: Path) -> None:
+    import numpy as np
+
+    from soul.sampling.pipeline import SoulPipeline
+
+    pipe = SoulPipeline.from_preset("tiny", seed=0)
+    args = dict(image=np.full((64, 64, 3), 128, np.uint8), audio=np.zeros(16000, np.float32), prompt="p", num_frames=9, num_inference_steps=2, sampler="euler")
+    full = pipe(**args, generator=torch.Generator().manual_seed(0))
+    light = pipe(**args, generator=torch.Generator().manual_seed(0), vae="light")
+    assert light.frames.shape == full.frames.shape and light.info["vae"] == "light"
+    assert torch.equal(light.latents, full.latents)
+    with torch.no_grad():
+        want = ((pipe.light_vae(full.latents)[0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 3, 0).numpy()
+    assert np.array_equal(light.frames, want)
+    pipe.save_pretrained(tmp_path / "ckpt")
+    loaded = SoulPipeline.from_pretrained(tmp_path / "ckpt", torch_dtype=torch.float32)
+    assert loaded.light_vae is not None
+    assert all(torch.equal(a, b) for a, b in zip(loaded.light_vae.state_dict().values(), pipe.light_vae.state_dict().values()))
+    pipe.light_vae = None
+    with pytest.raises(InputError, match="light"):
+        pipe(**args, vae="light")
+    assert type(pipe.streaming_decoder("full")).__name__ == "StreamingDecoder"
+
+
+def test_distilled_light_decoder_approaches_the_full_decoder(tmp_path: Path) -> None:
+    from soul.training.distill_vae import DistillVAEConfig, VAEDistiller
+
+    cfg = DistillVAEConfig(preset="tiny", num_clips=4, eval_clips=2, max_steps=30, checkpoint_every=15, lr=2e-3, output=str(tmp_path / "run"))
+    distiller = VAEDistiller(cfg)
+    before = distiller.evaluate()["eval_psnr_vs_full"]
+    history = distiller.train()
+    after = history[-1]["eval_psnr_vs_full"]
+    assert after > before + 3.0
+    assert sum(h["loss"] for h in history[-5:]) < 0.5 * sum(h["loss"] for h in history[:5])
+    saved = LightDecoder.from_pretrained(tmp_path / "run" / "light_vae")
+    with torch.no_grad():
+        assert torch.equal(saved(distiller.eval_latents), distiller.student.eval()(distiller.eval_latents))
+    resumed = VAEDistiller(cfg.model_copy(update={"max_steps": 32}), resume=True)
+    assert resumed.step == 30
