@@ -40,3 +40,17 @@ def test_bad_fast_path_options_are_input_errors(tmp_path: Path, args: list[str],
         main(["generate", "--image", str(image), "--audio", str(audio), "-o", str(tmp_path / "x.mp4"), *args])
     assert exc.value.code == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_generate_with_the_light_decoder(media: Path, tmp_path: Path) -> None:
+    from soul.generate import build_request, run_generate
+    from soul.media.video import read_video
+
+    outputs = {}
+    for vae in ("full", "light"):
+        req = build_request(image=media / "portraits" / "hallo_6.jpg", audio=[media / "audio" / "wan_prompt_16k_mono.wav"],
+                            output=tmp_path / f"{vae}.mp4", steps=2, vae=vae)
+        run_generate(req)
+        outputs[vae] = read_video(tmp_path / f"{vae}.mp4").read_all()
+    assert outputs["full"].shape == outputs["light"].shape  # same frame count and size, other decoder
+    assert not np.array_equal(outputs["full"], outputs["light"])

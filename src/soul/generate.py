@@ -62,6 +62,7 @@ class GenerateRequest(BaseModel):
     codebook: bool = True
     codebook_threshold: float | None = Field(None, ge=-1.0, le=1.0)
     codebook_blend: float = Field(1.0, ge=0.0, le=1.0)
+    vae: Literal["full", "light"] = "full"
     max_duration: float = Field(1800.0, gt=0)
     resume: bool = True
 
@@ -241,7 +242,7 @@ def _run(
     options = LongVideoOptions(
         chunk_frames=chunk_frames, motion_latents=request.motion_latents, codebook=request.codebook,
         codebook_threshold=request.codebook_threshold, codebook_blend=request.codebook_blend,
-        max_duration=request.max_duration,
+        max_duration=request.max_duration, vae=request.vae,
     )
     settings = request.model_dump(mode="json", exclude=_NOT_IN_FINGERPRINT)
     settings.update(chunk_frames=chunk_frames, fps=fps, height=height, width=width, steps=steps)

@@ -52,6 +52,7 @@ def generate(
     motion_latents: int = typer.Option(2, "--motion-latents", help="Latent frames (4 video frames each) of the previous chunk that start the next one."),
     codebook: str = typer.Option("on", "--codebook", help="on|off: pull drifted motion frames back toward the first chunk's look before reuse."),
     codebook_threshold: float = typer.Option(None, "--codebook-threshold", help="Cosine similarity below which a latent patch counts as drifted (default: from the first chunk)."),
+    vae: str = typer.Option("full", "--vae", help="full: the Wan2.2 decoder; light: the distilled causal decoder (many times faster)."),
     codebook_blend: float = typer.Option(1.0, "--codebook-blend", help="How far a drifted patch moves toward its codebook entry: 1 replaces, 0 leaves it."),
     max_duration: float = typer.Option(1800.0, "--max-duration", help="Longest audio accepted, in seconds."),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue an interrupted run of the same command from its last finished chunk."),
@@ -77,7 +78,7 @@ def generate(
         checkpoint=checkpoint, height=height, width=width, fps=fps, steps=steps, text_scale=text_scale,
         audio_scale=audio_scale, sigmas=sigma_list, sampler=sampler, guidance=guidance_mode == "on", seed=seed, masks=mask or [], device=device, dtype=dtype, cpu_offload=cpu_offload,
         chunk_frames=chunk_frames, motion_latents=motion_latents, codebook=codebook == "on",
-        codebook_threshold=codebook_threshold, codebook_blend=codebook_blend, max_duration=max_duration, resume=resume,
+        codebook_threshold=codebook_threshold, codebook_blend=codebook_blend, max_duration=max_duration, resume=resume, vae=vae,
     )
     with step_progress("sampling", enabled=not (state.quiet or json_out)) as progress:
         result = run_generate(request, progress=progress)

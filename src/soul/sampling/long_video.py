@@ -39,7 +39,6 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from soul.errors import InputError
 from soul.models.audio_encoder import SoulAudioEncoder, latent_frame_windows, resample_to_video, window_features
-from soul.models.vae import StreamingDecoder
 from soul.sampling.codebook import LatentCodebook
 from soul.sampling.guidance import Conditions, Guidance, GuidancePass
 from soul.sampling.layout import latent_layout
@@ -74,6 +73,7 @@ class LongVideoOptions:
     codebook_blend: float = 1.0
     codebook_quantile: float = 0.02
     max_duration: float = DEFAULT_MAX_DURATION
+    vae: str = "full"  # "full" (Wan2.2 decoder) or "light" (the distilled causal decoder)
 
 
 @dataclass(frozen=True)
@@ -249,7 +249,7 @@ def generate_long_video(
     audio = ChunkAudio(pipe.audio_encoder, streams, fps)
     context = pipe.audio_encoder.context_frames
     patch = int(cfg.transformer.patch_size[1])
-    decoder = StreamingDecoder(pipe.vae)
+    decoder = pipe.streaming_decoder(options.vae)
     steps_per_chunk = len(sigmas) - 1
     total_steps = steps_per_chunk * len(plans)
     emitted = 0
