@@ -138,3 +138,6 @@ def test_feature_cache_changes_nothing_but_speed(drawn_data: Path, tmp_path: Pat
     assert [h["loss"] for h in plain] == pytest.approx([h["loss"] for h in cached], abs=1e-6)
     assert cached_trainer.cache.misses > 0 and cached_trainer.cache.hits > 0  # the null prompt and repeated captions hit
     assert any((tmp_path / "cache" / kind).is_dir() for kind in ("text", "audio", "latents"))
+    # another VAE (a different seed's random weights) never reads the first one's cache
+    other = Trainer(_config(drawn_data, tmp_path / "other", max_steps=1, seed=1, cache_dir=str(tmp_path / "cache")))
+    assert other.cache.namespace != cached_trainer.cache.namespace

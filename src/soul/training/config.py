@@ -85,7 +85,7 @@ class TrainConfig(_Section):
 
 
 def load_train_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
-    """Read a training YAML; relative data paths are resolved against the YAML's folder."""
+    """Read a training YAML (relative paths in it are relative to the working directory, like the CLI's)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "training config not found", "give a YAML file, e.g. configs/train/tiny.yaml")

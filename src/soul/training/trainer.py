@@ -121,7 +121,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg))
         self.data = ClipWindowDataset(cfg.data, seed=cfg.seed, reference_from_clip=cfg.conditioning.reference_from_clip)
         self.checkpoints = CheckpointManager(self.output / "checkpoints", keep_last=cfg.keep_last)
-        self.cache = FeatureCache(cfg.cache_dir, namespace=self.model_config.name) if cfg.cache_dir else None
+        self.cache = FeatureCache(cfg.cache_dir, namespace=self._encoder_fingerprint()) if cfg.cache_dir else None
         self.step = 0
         self.nonfinite = 0
         if resume:
@@ -195,6 +195,24 @@ class Trainer:
         return self.cfg.optim.batch_size * self.cfg.optim.grad_accum * self.ctx.world_size
 
     # ------------------------------------------------------------------ frozen encoders (cached)
+
+    def _encoder_fingerprint(self) -> str:
+        """Cache namespace: the preset plus a digest of the frozen encoders' weights.
+
+        A retrained VAE or another audio encoder must never be served latents cached for the old
+        one. Hashing every weight of a 5B-scale encoder would cost seconds per start, so each
+        tensor contributes its name, shape, sum and first values: any retraining changes them.
+        """
+        import hashlib
+
+        digest = hashlib.sha256(self.model_config.name.encode())
+        for module in (self.pipe.vae, self.pipe.text_encoder, self.pipe.audio_encoder):
+            owner = module if isinstance(module, torch.nn.Module) else getattr(module, "model", module)
+            for name, p in owner.named_parameters() if isinstance(owner, torch.nn.Module) else []:
+                flat = p.detach().float().reshape(-1)
+                digest.update(f"{name}{tuple(p.shape)}{float(flat.sum()):.6e}".encode())
+                digest.update(flat[:16].cpu().numpy().tobytes())
+        return f"{self.model_config.name}-{digest.hexdigest()[:16]}"
 
     def _cached(self, kind: str, parts: tuple, compute: Any) -> torch.Tensor:
         if self.cache is None:
