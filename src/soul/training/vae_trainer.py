@@ -1,0 +1,273 @@
+"""Train a small `AutoencoderKLWan` on drawn talking clips: the miniature world's VAE.
+
+Why this exists: a randomly initialised Wan VAE is not invertible, so the miniature world cannot
+borrow it the way the 5B model borrows the official one. The mini VAE keeps the exact Wan2.2
+layout (z_dim 48, patch 2, 16x spatial and 4x causal temporal compression) at a small width and
+learns it here on drawn frames, so the transformer above it works in the same kind of latent space
+as the real model: 4x16x16 compression, per-channel standardised latents.
+
+Loss: L1 + MSE on pixels (the mouth box weighted up, because lip sync lives there and the mouth
+is a few percent of the frame) + a small KL term. By default the decoder reads the posterior
+mean, as generation does (`encode_frames` uses the mode): at the start the posterior's unit noise
+swamps the small latent means, and a sampled-latent run here stayed at a trivial 13-16 dB for 400
+steps; the KL term then acts as a light L2 on the latents. After training, per-channel `latents_mean`/`latents_std` of the posterior mean over
+drawn frames are written into the VAE config, exactly where the official checkpoint keeps them,
+so `soul.models.vae.encode_frames` standardises mini latents like 5B ones.
+
+Clips are drawn on the fly into a fixed pool (faces by seed), windows are cut at random; held-out
+clips come from a disjoint seed range, so PSNR is measured on people the VAE never saw.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKLWan
+
+from soul.miniature.clips import DrawnClip, draw_clip
+
+HELD_OUT_SEED = 1_000_000  # held-out clips use seeds from here up; training seeds stay below
+
+
+@dataclass
+class VAETrainConfig:
+    """One VAE run. Sizes default to the `mini` preset's VAE."""
+
+    base_dim: int = 16
+    decoder_base_dim: int = 24
+    dim_mult: list[int] = field(default_factory=lambda: [1, 2, 4, 4])
+    num_res_blocks: int = 1
+    size: int = 64
+    fps: float = 16.0
+    window: int = 5  # frames per training window: 4k+1 (1 + one full latent frame)
+    pool_clips: int = 256
+    clip_seconds: float = 2.0
+    batch_size: int = 4
+    lr: float = 3e-4  # at 1e-3 the encoder's gradient fell 1000x within 20 steps and its output
+    min_lr: float = 3e-5  # stopped depending on the input (measured); 2e-4..3e-4 keeps it alive
+    kl_weight: float = 1e-6
+    decode_from: str = "mean"  # "mean": deterministic AE + KL as a latent regulariser; "sample": classic VAE
+    mouth_weight: float = 4.0
+    max_steps: int = 4000
+    max_minutes: float = 1e9
+    eval_every: int = 250
+    eval_clips: int = 8
+    eval_frames: int = 17  # 1 measures the image path only (image pre-training)
+    seed: int = 0
+    init: str | None = None  # a trained VAE directory to continue from (e.g. image pre-training)
+
+    def vae_kwargs(self) -> dict:
+        """Constructor kwargs of `AutoencoderKLWan` in the Wan2.2 layout at this width."""
+        return {
+            "base_dim": self.base_dim,
+            "decoder_base_dim": self.decoder_base_dim,
+            "z_dim": 48,
+            "dim_mult": list(self.dim_mult),
+            "num_res_blocks": self.num_res_blocks,
+            "attn_scales": [],
+            "temperal_downsample": [False, True, True],
+            "is_residual": True,
+            "in_channels": 12,
+            "out_channels": 12,
+            "patch_size": 2,
+            "scale_factor_temporal": 4,
+            "scale_factor_spatial": 16,
+            "latents_mean": [0.0] * 48,
+            "latents_std": [1.0] * 48,
+        }
+
+
+def to_tensor(frames: np.ndarray) -> torch.Tensor:
+    """uint8 frames [T, H, W, 3] -> [3, T, H, W] in [-1, 1], the VAE's input range."""
+    return torch.from_numpy(frames).float().div(127.5).sub(1.0).permute(3, 0, 1, 2)
+
+
+def mouth_mask(clip: DrawnClip, size: int) -> torch.Tensor:
+    """[H, W] 1 inside the clip's rest-pose mouth box grown by 2 px (covers the sway), else 0."""
+    x0, y0, x1, y1 = clip.mouth_box
+    m = torch.zeros(size, size)
+    m[max(0, int(y0 * size) - 2) : min(size, math.ceil(y1 * size) + 2), max(0, int(x0 * size) - 2) : min(size, math.ceil(x1 * size) + 2)] = 1.0
+    return m
+
+
+class DrawnPool:
+    """A fixed pool of drawn clips; `batch(rng)` cuts random windows from random clips."""
+
+    def __init__(self, seeds: list[int], seconds: float, fps: float, size: int) -> None:
+        self.clips = [draw_clip(s, seconds, fps, size) for s in seeds]
+        self.masks = [mouth_mask(c, size) for c in self.clips]
+
+    def batch(self, rng: np.random.Generator, batch_size: int, window: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Video [B, 3, window, H, W] in [-1, 1] and mouth masks [B, 1, 1, H, W]."""
+        xs, ms = [], []
+        for _ in range(batch_size):
+            i = int(rng.integers(len(self.clips)))
+            frames = self.clips[i].frames
+            start = int(rng.integers(0, frames.shape[0] - window + 1))
+            xs.append(to_tensor(frames[start : start + window]))
+            ms.append(self.masks[i])
+        return torch.stack(xs), torch.stack(ms)[:, None, None]
+
+
+def build_mini_vae(cfg: VAETrainConfig, seed: int = 0) -> AutoencoderKLWan:
+    """A fresh VAE of the run's size, seeded."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return AutoencoderKLWan(**cfg.vae_kwargs())
+
+
+def decode_unclamped(vae: AutoencoderKLWan, z: torch.Tensor) -> torch.Tensor:
+    """`vae.decode` without its final clamp to [-1, 1], for training.
+
+    diffusers clamps the decoded video; a clamped pixel passes no gradient, so a decoder that
+    overshoots early stops learning there (a lr 2e-3 run here sat at loss 0.5 for 300 steps).
+    Same computation otherwise: post-quant conv, causal frame-by-frame decoding with the
+    feature cache, unpatchify.
+    """
+    from diffusers.models.autoencoders.autoencoder_kl_wan import unpatchify
+
+    vae.clear_cache()
+    x = vae.post_quant_conv(z)
+    outs = []
+    for i in range(x.shape[2]):
+        vae._conv_idx = [0]
+        outs.append(vae.decoder(x[:, :, i : i + 1], feat_cache=vae._feat_map, feat_idx=vae._conv_idx, first_chunk=i == 0))
+    out = torch.cat(outs, dim=2)
+    vae.clear_cache()
+    if vae.config.patch_size is not None:
+        out = unpatchify(out, patch_size=vae.config.patch_size)
+    return out
+
+
+def reconstruct(vae: AutoencoderKLWan, video: torch.Tensor) -> torch.Tensor:
+    """Encode (posterior mean) and decode [B, 3, T, H, W] in [-1, 1]: what generation would see."""
+    with torch.no_grad():
+        z = vae.encode(video).latent_dist.mode()
+        return vae.decode(z).sample.clamp(-1, 1)
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR in dB of two [-1, 1] tensors on the 0..255 scale (peak 2 in model range)."""
+    mse = float(((a - b) ** 2).mean())
+    return 10 * math.log10(4.0 / max(mse, 1e-12))
+
+
+def evaluate(vae: AutoencoderKLWan, clips: list[DrawnClip], frames: int = 17) -> dict[str, float]:
+    """PSNR over whole held-out windows and inside the mouth box (the part lip sync needs)."""
+    vae.eval()
+    full, mouth = [], []
+    for clip in clips:
+        video = to_tensor(clip.frames[:frames])[None]
+        rec = reconstruct(vae, video)
+        full.append(psnr(rec, video))
+        m = mouth_mask(clip, video.shape[-1]).bool()
+        mouth.append(psnr(rec[..., m], video[..., m]))
+    vae.train()
+    return {"psnr": float(np.mean(full)), "psnr_mouth": float(np.mean(mouth))}
+
+
+@torch.no_grad()
+def latent_statistics(vae: AutoencoderKLWan, clips: list[DrawnClip], frames: int = 17) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of the raw posterior mean over drawn windows.
+
+    These are what `latents_mean`/`latents_std` mean in the official config: the transformer sees
+    `(z - mean) / std`, so every channel arrives at unit scale whatever scale training left it at.
+    """
+    zs = []
+    for clip in clips:
+        z = vae.encode(to_tensor(clip.frames[:frames])[None]).latent_dist.mode()
+        zs.append(z.permute(1, 0, 2, 3, 4).reshape(z.shape[1], -1))
+    allz = torch.cat(zs, dim=1)
+    std = allz.std(dim=1).clamp_min(1e-4)
+    return [float(v) for v in allz.mean(dim=1)], [float(v) for v in std]
+
+
+def save_vae(vae: AutoencoderKLWan, out: Path, stats_clips: list[DrawnClip]) -> None:
+    """Write the VAE in diffusers layout with its latent statistics in the config."""
+    mean, std = latent_statistics(vae, stats_clips)
+    vae.register_to_config(latents_mean=mean, latents_std=std)
+    vae.save_pretrained(out, safe_serialization=True)
+
+
+def train_vae(cfg: VAETrainConfig, out: str | Path, log: bool = True) -> dict[str, float]:
+    """Train to `max_steps` or `max_minutes`; writes `vae/` (best held-out PSNR) and `metrics.jsonl`."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "vae_train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    t0 = time.perf_counter()
+    pool = DrawnPool(list(range(cfg.seed * 100_000, cfg.seed * 100_000 + cfg.pool_clips)), cfg.clip_seconds, cfg.fps, cfg.size)
+    held = [draw_clip(HELD_OUT_SEED + i, 17 / cfg.fps, cfg.fps, cfg.size) for i in range(cfg.eval_clips)]
+    if log:
+        print(f"drew {cfg.pool_clips} clips in {time.perf_counter() - t0:.0f}s", flush=True)
+    vae = AutoencoderKLWan.from_pretrained(cfg.init) if cfg.init else build_mini_vae(cfg, cfg.seed)
+    vae.train()
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
+    rng = np.random.default_rng(cfg.seed)
+    start = time.perf_counter()
+    best = -1.0
+    last: dict[str, float] = {}
+    with open(out / "metrics.jsonl", "a") as metrics:
+        for step in range(1, cfg.max_steps + 1):
+            minutes = (time.perf_counter() - start) / 60
+            progress = min(1.0, max(step / cfg.max_steps, minutes / cfg.max_minutes))
+            lr = cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
+            for g in opt.param_groups:
+                g["lr"] = lr
+            x, m = pool.batch(rng, cfg.batch_size, cfg.window)
+            dist = vae.encode(x).latent_dist
+            z = dist.mode() if cfg.decode_from == "mean" else dist.sample()
+            y = decode_unclamped(vae, z)
+            weight = 1.0 + (cfg.mouth_weight - 1.0) * m
+            err = y - x
+            rec = ((err.abs() + err**2) * weight).mean() / weight.mean()
+            kl = dist.kl().mean()  # diffusers sums over all but the batch and last axis
+            loss = rec + cfg.kl_weight * kl
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+            opt.step()
+            done = step == cfg.max_steps or minutes >= cfg.max_minutes
+            if step % cfg.eval_every == 0 or done:
+                last = {"step": step, "minutes": round(minutes, 2), "loss": float(loss.detach()), "kl": float(kl.detach()), "lr": lr, **evaluate(vae, held, cfg.eval_frames)}
+                metrics.write(json.dumps(last) + "\n")
+                metrics.flush()
+                if log:
+                    print(json.dumps(last), flush=True)
+                if last["psnr"] > best:
+                    best = last["psnr"]
+                    save_vae(vae, out / "vae", held)
+            if done:
+                break
+    return last
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m soul.training.vae_trainer OUT [--minutes M] [--steps N]`: train the mini VAE."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--steps", type=int, default=VAETrainConfig.max_steps)
+    parser.add_argument("--minutes", type=float, default=1e9)
+    parser.add_argument("--pool-clips", type=int, default=VAETrainConfig.pool_clips)
+    parser.add_argument("--batch-size", type=int, default=VAETrainConfig.batch_size)
+    parser.add_argument("--lr", type=float, default=VAETrainConfig.lr)
+    parser.add_argument("--eval-every", type=int, default=VAETrainConfig.eval_every)
+    parser.add_argument("--window", type=int, default=VAETrainConfig.window, help="frames per training window (4k+1; 1 = images)")
+    parser.add_argument("--eval-frames", type=int, default=VAETrainConfig.eval_frames)
+    parser.add_argument("--decode-from", choices=["mean", "sample"], default=VAETrainConfig.decode_from)
+    parser.add_argument("--init", default=None, help="continue from this trained VAE directory (e.g. the image-pretrained one)")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    cfg = VAETrainConfig(max_steps=args.steps, max_minutes=args.minutes, pool_clips=args.pool_clips, batch_size=args.batch_size, lr=args.lr, eval_every=args.eval_every, decode_from=args.decode_from, window=args.window, eval_frames=args.eval_frames, init=args.init)
+    train_vae(cfg, args.out)
+
+
+if __name__ == "__main__":
+    main()
