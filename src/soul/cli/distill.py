@@ -44,9 +44,10 @@ def vae_cmd(
     The decoder is written to OUTPUT/light_vae/; copy it to CHECKPOINT/soul/light_vae/ to use it.
     """
     from soul.cli.progress import step_progress
-    from soul.training.distill_vae import LIGHT_VAE_OUTPUT, DistillVAEConfig, VAEDistiller, load_yaml_config
+    from soul.training.config import load_yaml_config
+    from soul.training.distill_vae import LIGHT_VAE_OUTPUT, DistillVAEConfig, VAEDistiller
 
-    cfg = load_yaml_config(config, DistillVAEConfig, {"max_steps": max_steps, "output": str(output) if output else None})
+    cfg = load_yaml_config(config, DistillVAEConfig, {"max_steps": max_steps, "output": str(output) if output else None}, example="configs/distill/tiny-vae.yaml")
     distiller = VAEDistiller(cfg, resume=resume)
     with step_progress("distilling light VAE", enabled=not (state.quiet or json_out)) as progress:
         history = distiller.train(progress=progress)

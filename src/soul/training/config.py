@@ -8,7 +8,7 @@ the same code on this CPU.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -84,11 +84,12 @@ class TrainConfig(_Section):
     output: str = "runs/train"
 
 
-def load_train_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
-    """Read a training YAML (relative paths in it are relative to the working directory, like the CLI's)."""
+def load_yaml_config(path: str | Path, model: type[BaseModel], overrides: dict | None = None, example: str = "configs/train/tiny.yaml") -> Any:
+    """Read a YAML config into `model`; a missing file, bad YAML or a bad field is one InputError
+    naming the file and the field. Relative paths inside are relative to the working directory."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(path, "training config not found", "give a YAML file, e.g. configs/train/tiny.yaml")
+        raise InputError(path, "config not found", f"give a YAML file, e.g. {example}")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as err:
@@ -97,8 +98,13 @@ def load_train_config(path: str | Path, overrides: dict | None = None) -> TrainC
         if value is not None:
             data[key] = value
     try:
-        return TrainConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise InputError(path, f"{where}: {first['msg']}", "compare with configs/train/tiny.yaml") from None
+        raise InputError(path, f"{where}: {first['msg']}", f"compare with {example}") from None
+
+
+def load_train_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
+    """Read a training YAML (see `load_yaml_config`)."""
+    return load_yaml_config(path, TrainConfig, overrides)

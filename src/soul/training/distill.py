@@ -36,7 +36,7 @@ from soul.sampling.layout import audio_frame_mask, token_timesteps
 from soul.sampling.schedules import DISTILLED_TIMESTEPS, NUM_TRAIN_TIMESTEPS, EulerSampler
 from soul.training.config import TrainConfig
 from soul.training.data import TrainSample
-from soul.training.distill_vae import load_yaml_config
+from soul.training.config import load_yaml_config
 from soul.training.trainer import Trainer, sample_generator, sample_sigma
 
 
@@ -71,7 +71,7 @@ class DistillStepsConfig(TrainConfig):
 def load_distill_config(path: str | Path, kind: str, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Read ``configs/distill/*.yaml`` for ``kind`` "cfg" or "steps"; relative data paths stay as written."""
     model = {"cfg": DistillCFGConfig, "steps": DistillStepsConfig}[kind]
-    return load_yaml_config(path, model, overrides)
+    return load_yaml_config(path, model, overrides, example="configs/distill/tiny-cfg.yaml")
 
 
 class _Distiller(Trainer):

@@ -25,10 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from soul.errors import InputError
 from soul.models.light_vae import LightDecoder, light_vae_config_for
 from soul.training.checkpointing import CheckpointManager, rng_state, set_rng_state
 from soul.training.metrics import MetricsLogger
@@ -69,25 +67,6 @@ class DistillVAEConfig(BaseModel):
         if self.seconds * self.fps < self.num_frames:
             raise ValueError(f"seconds * fps must give at least num_frames={self.num_frames} frames")
         return self
-
-
-def load_yaml_config(path: str | Path, model: type[BaseModel], overrides: dict[str, Any] | None = None) -> Any:
-    """Read and validate a distillation YAML; errors name the file and the field."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "config not found", "give a YAML file, e.g. configs/distill/tiny-vae.yaml")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
-        raise InputError(path, f"not valid YAML: {err}", "fix the YAML syntax") from None
-    for key, value in (overrides or {}).items():
-        if value is not None:
-            data[key] = value
-    try:
-        return model.model_validate(data)
-    except ValidationError as err:
-        first = err.errors()[0]
-        raise InputError(path, f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}", "compare with the files in configs/distill/") from None
 
 
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
