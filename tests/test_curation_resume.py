@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -44,6 +45,16 @@ def _manifest(out: Path):  # noqa: ANN202 - a pyarrow Table
     return pq.read_table(out / "manifest.parquet")
 
 
+def _finished_clip_sources(out: Path) -> int:
+    markers = []
+    for marker in (out / "sources").glob("*.json"):
+        try:
+            markers.append(json.loads(marker.read_text())["source_path"])
+        except (OSError, ValueError):  # being written (atomic rename makes this rare)
+            continue
+    return sum(1 for source in markers if source.endswith(".mp4") and "talking_face" in source)
+
+
 def _cli(args: list[str]) -> list[str]:
     return [sys.executable, "-c", "import sys; from soul.cli import main; main(sys.argv[1:])", *args]
 
@@ -54,8 +65,10 @@ def test_sigkill_then_restart_gives_the_same_manifest(inputs: list[Path], refere
     proc = subprocess.Popen(_cli(args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     try:
+        # Sources run in path order, which differs between machines (the text file may come first
+        # or last), so wait for the first finished *clip* source: the other clip is then in flight.
         while time.time() < deadline and proc.poll() is None:
-            if len(list((out / "records").glob("*.json"))) >= 2:  # the text file and one clip are done
+            if _finished_clip_sources(out) >= 1:
                 break
             time.sleep(0.05)
         assert proc.poll() is None, "the run finished before it could be killed"
