@@ -21,6 +21,7 @@ from soul.media.audio import Audio
 from soul.media.video import write_video
 from soul.miniature.portrait import FaceParams, draw_face, mouth_box, random_face
 from soul.miniature.speech import synthesize_babble
+from soul.miniature.speech_pool import SpeechPool
 
 AUDIO_RATE = 16_000
 MOUTH_LEAD_S = 0.04  # the mouth shapes a sound slightly before it is heard
@@ -93,8 +94,65 @@ def draw_clip(seed: int, seconds: float, fps: float = 16.0, size: int = 64, audi
     return DrawnClip(frames, audio.astype(np.float32), fps, face, opening, box)
 
 
-def write_clip_shards(out: str | Path, num_clips: int, seconds: float = 3.0, fps: float = 16.0, size: int = 64, seed: int = 0, clips_per_shard: int = 16) -> list[Path]:
-    """Write drawn clips as `soul data`-style shards: `<key>.mp4`, `<key>.wav`, `<key>.json`."""
+@dataclass
+class DrawnPair:
+    """Two drawn people side by side, each mouth driven by its own audio stream."""
+
+    frames: np.ndarray  # [T, S, S, 3] uint8: person 0 on the left half, person 1 on the right
+    audios: list[np.ndarray]  # one 16 kHz stream per person (silent while the other speaks)
+    fps: float
+    faces: list[FaceParams]
+    mouth_open: list[np.ndarray]  # per person, [T] 0..1
+
+    def person_mask(self, index: int) -> np.ndarray:
+        """[S, S] bool: the half of the frame that shows person `index` (multi-person conditioning)."""
+        size = self.frames.shape[1]
+        mask = np.zeros((size, size), bool)
+        mask[:, (size // 2) * index : (size // 2) * (index + 1)] = True
+        return mask
+
+
+def draw_pair_clip(seed: int, seconds: float, fps: float = 16.0, size: int = 64, turn_seconds: float = 1.5) -> DrawnPair:
+    """Two people taking turns: each speaks every other `turn_seconds`, the listener's mouth rests.
+
+    Each person is drawn as a full portrait and the centre half of it is kept, so both halves
+    have the single-person layout (the mouth box of a face, shifted by a quarter of the frame).
+    """
+    n = int(round(seconds * fps))
+    total = int(round(seconds * AUDIO_RATE))
+    speech = np.pad(synthesize_babble(seconds, AUDIO_RATE, seed=seed), (0, total))[:total]
+    turn = int(round(turn_seconds * AUDIO_RATE))
+    speaker = (np.arange(total) // turn) % 2
+    audios = [np.where(speaker == k, speech, 0.0).astype(np.float32) for k in (0, 1)]
+    faces = [random_face(seed * 2 + k + 1) for k in (0, 1)]
+    halves, openings = [], []
+    for k, (face, audio) in enumerate(zip(faces, audios)):
+        clip = draw_clip(seed * 2 + k + 1, seconds, fps, size, audio=audio)
+        halves.append(clip.frames[:, :, size // 4 : size // 4 + size // 2])
+        openings.append(clip.mouth_open)
+    frames = np.concatenate(halves, axis=2)
+    assert frames.shape == (n, size, 2 * (size // 2), 3)
+    if frames.shape[2] != size:  # odd sizes: repeat the last column
+        frames = np.concatenate([frames, frames[:, :, -1:]], axis=2)
+    return DrawnPair(frames, audios, fps, faces, openings)
+
+
+def write_clip_shards(
+    out: str | Path,
+    num_clips: int,
+    seconds: float = 3.0,
+    fps: float = 16.0,
+    size: int = 64,
+    seed: int = 0,
+    clips_per_shard: int = 16,
+    speech: SpeechPool | None = None,
+    speech_fraction: float = 0.5,
+) -> list[Path]:
+    """Write drawn clips as `soul data`-style shards: `<key>.mp4`, `<key>.wav`, `<key>.json`.
+
+    With a `speech` pool, a `speech_fraction` of the clips (chosen by seed) speak chopped real
+    speech instead of synthesised babble.
+    """
     out = Path(out)
     (out / "shards").mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
@@ -104,7 +162,10 @@ def write_clip_shards(out: str | Path, num_clips: int, seconds: float = 3.0, fps
         tmp = path.with_suffix(".tar.tmp")
         with tarfile.open(tmp, "w") as tar:
             for i in range(shard_index * clips_per_shard, min(num_clips, (shard_index + 1) * clips_per_shard)):
-                clip = draw_clip(seed * 100_003 + i, seconds, fps, size)
+                clip_seed = seed * 100_003 + i
+                pick = np.random.default_rng([clip_seed, 11])
+                audio = speech.segment(seconds, pick) if speech is not None and pick.random() < speech_fraction else None
+                clip = draw_clip(clip_seed, seconds, fps, size, audio=audio)
                 write_video(tmp_video, clip.frames, fps, audio=Audio(clip.audio, AUDIO_RATE))
                 wav = io.BytesIO()
                 sf.write(wav, clip.audio, AUDIO_RATE, format="WAV", subtype="FLOAT")
@@ -117,6 +178,7 @@ def write_clip_shards(out: str | Path, num_clips: int, seconds: float = 3.0, fps
                     "height": size,
                     "caption": "a drawn person talking to the camera, head and shoulders",
                     "caption_source": "miniature",
+                    "audio_source": "babble" if audio is None else "speech",
                     "mouth_box": list(clip.mouth_box),
                     "kept": True,
                 }
@@ -142,8 +204,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fps", type=float, default=16.0)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--media", type=Path, default=None, help="a media folder like ../shared/media: half the clips speak its training recordings")
+    parser.add_argument("--speech-fraction", type=float, default=0.5)
     args = parser.parse_args(argv)
-    for path in write_clip_shards(args.out, args.clips, args.seconds, args.fps, args.size, args.seed):
+    pool = SpeechPool.from_media(args.media) if args.media is not None else None
+    for path in write_clip_shards(args.out, args.clips, args.seconds, args.fps, args.size, args.seed, speech=pool, speech_fraction=args.speech_fraction):
         print(path)
 
 

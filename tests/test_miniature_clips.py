@@ -1,0 +1,86 @@
+"""The drawn-clip generator: deterministic by seed, mouths that follow the audio, real speech split."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+
+from soul.miniature.clips import draw_clip, write_clip_shards
+from soul.miniature.speech_pool import HELD_OUT_SPEECH, TRAIN_SPEECH, SpeechPool
+
+
+def test_clips_are_deterministic_by_seed() -> None:
+    a, b, c = draw_clip(5, 1.5), draw_clip(5, 1.5), draw_clip(6, 1.5)
+    assert np.array_equal(a.frames, b.frames) and np.array_equal(a.audio, b.audio)
+    assert not np.array_equal(a.frames, c.frames)
+    assert a.frames.shape == (24, 64, 64, 3) and a.audio.shape == (24_000,)
+
+
+def test_mouth_truth_follows_the_audio_energy() -> None:
+    silence_then_speech = np.concatenate([np.zeros(16_000, np.float32), draw_clip(1, 1.0).audio * 4])
+    clip = draw_clip(2, 2.0, audio=silence_then_speech)
+    assert clip.mouth_open[:12].max() < 0.05  # silent first second (the mouth leads by 40 ms)
+    assert clip.mouth_open[18:].mean() > 0.2
+
+
+def test_held_out_recordings_are_never_training_speech() -> None:
+    assert not set(HELD_OUT_SPEECH) & set(TRAIN_SPEECH)
+
+
+def test_speech_segments_are_deterministic_and_exact_length() -> None:
+    rng = np.random.default_rng(0)
+    pool = SpeechPool([rng.standard_normal(40_000).astype(np.float32), rng.standard_normal(20_000).astype(np.float32)], ["a", "b"])
+    one = pool.segment(1.7, np.random.default_rng(3))
+    two = pool.segment(1.7, np.random.default_rng(3))
+    assert one.shape == (27_200,) and np.array_equal(one, two)
+    assert not np.array_equal(one, pool.segment(1.7, np.random.default_rng(4)))
+
+
+def _sources(out: Path) -> dict[str, str]:
+    found = {}
+    for shard in sorted((out / "shards").glob("*.tar")):
+        with tarfile.open(shard) as tar:
+            for member in tar.getmembers():
+                if member.name.endswith(".json"):
+                    meta = json.load(tar.extractfile(member))  # type: ignore[arg-type]
+                    found[meta["clip_id"]] = meta["audio_source"]
+    return found
+
+
+def test_shards_mix_real_speech_and_babble_from_the_training_split(media: Path, tmp_path: Path) -> None:
+    pool = SpeechPool.from_media(media)
+    assert pool.names and not any(held in name for name in pool.names for held in HELD_OUT_SPEECH)
+    write_clip_shards(tmp_path / "a", 8, seconds=1.0, seed=3, clips_per_shard=4, speech=pool)
+    write_clip_shards(tmp_path / "b", 8, seconds=1.0, seed=3, clips_per_shard=4, speech=pool)
+    sources = _sources(tmp_path / "a")
+    assert sources == _sources(tmp_path / "b") and set(sources.values()) == {"babble", "speech"}
+    assert _members(tmp_path / "a") == _members(tmp_path / "b")  # audio and metadata, byte for byte
+
+
+def _members(out: Path) -> dict[str, bytes]:
+    """Every WAV and JSON member of the shards (the MP4 container carries an encoder timestamp)."""
+    found = {}
+    for shard in sorted((out / "shards").glob("*.tar")):
+        with tarfile.open(shard) as tar:
+            for member in tar.getmembers():
+                if not member.name.endswith(".mp4"):
+                    found[member.name] = tar.extractfile(member).read()  # type: ignore[union-attr]
+    return found
+
+
+def test_pair_clips_move_each_mouth_with_its_own_stream() -> None:
+    from soul.miniature.clips import draw_pair_clip
+
+    pair = draw_pair_clip(4, 3.0)
+    assert pair.frames.shape == (48, 64, 64, 3) and np.array_equal(pair.frames, draw_pair_clip(4, 3.0).frames)
+    first_turn, second_turn = slice(2, 22), slice(26, 46)  # person 0 speaks for 1.5 s, then person 1
+    assert pair.mouth_open[0][first_turn].mean() > 0.2 > pair.mouth_open[0][second_turn].mean()
+    assert pair.mouth_open[1][second_turn].mean() > 0.2 > pair.mouth_open[1][first_turn].mean()
+    left, right = pair.person_mask(0), pair.person_mask(1)
+    assert not (left & right).any() and (left | right).all()
+    # the pixels that change over time in each half belong to the person speaking then
+    motion = np.abs(np.diff(pair.frames.astype(float), axis=0)).sum(axis=-1)
+    assert motion[first_turn][:, left].sum() > 3 * motion[first_turn][:, right].sum()
