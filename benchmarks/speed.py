@@ -1,14 +1,16 @@
 """Base vs fast Soul, end to end, in one run on the same inputs (DESIGN 5, "Measured end to end").
 
 - base: 50 UniPC steps, three-pass guidance (text + audio), full Wan VAE decode;
-- fast: the distilled 4-step schedule t = [1000, 750, 500, 250] with the x0-renoise sampler, one
-  pass per step (guidance off), light VAE decode.
+- fast: the `sampling` section of the config's fast preset, i.e. what `soul generate --preset
+  <name>-fast` runs: `mini-fast` for mini (and for tiny, which has no fast preset of its own),
+  `wan22-ti2v-5b-fast` for scaled-5b. Today that is the distilled 4-level schedule t = [1000, 750,
+  500, 250] with the x0-renoise sampler, one pass per step (guidance off) and the light decoder.
 
 Configs:
 - `tiny` and `mini`: the presets as shipped (their own sizes and sampling resolution);
-- `scaled-5b`: the real TI2V-5B transformer block structure (24 heads, qk RMS norm across heads,
-  FFN ratio 14336/3072, per-token timesteps, audio layers with 32 tokens per latent frame) and the
-  real Wan2.2 VAE architecture (dim_mult [1,2,4,4], 2 res blocks, z=48, 4x16x16) at a quarter of
+- `scaled-5b`: `wan22-ti2v-5b-fast` with the real TI2V-5B transformer block structure (24 heads,
+  qk RMS norm across heads, FFN ratio 14336/3072, per-token timesteps, audio layers with 32 tokens
+  per latent frame) and the real Wan2.2 VAE architecture (dim_mult [1,2,4,4], 2 res blocks, z=48, 4x16x16) at a quarter of
   the VAE width and 16-wide heads, 4 layers, 256x256, 17 frames; the light decoder is shrunk by
   the same quarter. Text and audio encoders are toy-sized (they run once per call in both modes).
 
@@ -32,17 +34,23 @@ from typing import Any
 import numpy as np
 import torch
 
-from soul.config import SoulConfig, load_preset
+from soul.config import SamplingConfig, SoulConfig, load_preset
 from soul.models.vae import decode_latents
 from soul.sampling.pipeline import SoulPipeline
-from soul.sampling.schedules import distilled_sigmas
 
 CONFIGS = ("tiny", "mini", "scaled-5b")
+FAST_PRESETS = {"tiny": "mini-fast", "mini": "mini-fast", "scaled-5b": "wan22-ti2v-5b-fast"}
+"""The preset whose sampling section is each config's fast mode (tiny has no fast preset: it borrows mini's)."""
+
+
+def fast_sampling(name: str) -> SamplingConfig:
+    """The fast mode of config `name`, read from its fast preset so the benchmark measures what ships."""
+    return load_preset(FAST_PRESETS[name]).sampling
 
 
 def scaled_config() -> SoulConfig:
-    """The 5B preset with the real block structure at reduced width/depth (see module doc)."""
-    big = load_preset("wan22-ti2v-5b").model_dump(mode="json")
+    """The fast 5B preset with the real block structure at reduced width/depth (see module doc)."""
+    big = load_preset(FAST_PRESETS["scaled-5b"]).model_dump(mode="json")
     tiny = load_preset("tiny").model_dump(mode="json")
     big["name"] = "scaled-5b"
     big["transformer"].update(attention_head_dim=16, ffn_dim=int(24 * 16 * 14336 / 3072), num_layers=4, text_dim=tiny["transformer"]["text_dim"])
@@ -52,6 +60,7 @@ def scaled_config() -> SoulConfig:
     big["audio"] = {**tiny["audio"], "tokens_per_frame": 32}
     big["sampling"].update(height=256, width=256, fps=16, chunk_frames=17)
     big["hub"] = {"backbone": None}
+    big["weights"] = None
     return SoulConfig.model_validate(big)
 
 
@@ -105,14 +114,21 @@ def inputs(pipe: SoulPipeline) -> dict[str, Any]:
     return {"image": image, "audio": audio, "prompt": "a person talking", "num_frames": frames}
 
 
-def run_mode(pipe: SoulPipeline, timer: StageTimer, mode: str, data: dict[str, Any]) -> dict[str, Any]:
-    """One generation in ``mode`` ("base" or "fast"); returns total and per-stage seconds."""
+def fast_kwargs(fast: SamplingConfig) -> dict[str, Any]:
+    """Pipeline call arguments for a fast preset's sampling section (its sigmas, else its steps)."""
+    schedule: dict[str, Any] = {"sigmas": list(fast.sigmas)} if fast.sigmas else {"num_inference_steps": fast.steps, "shift": fast.flow_shift}
+    return dict(**schedule, sampler=fast.sampler, guidance=fast.guidance, text_guidance_scale=fast.text_scale,
+                audio_guidance_scale=fast.audio_scale, vae=fast.vae)
+
+
+def run_mode(pipe: SoulPipeline, timer: StageTimer, mode: str, data: dict[str, Any], fast: SamplingConfig) -> dict[str, Any]:
+    """One generation in ``mode`` ("base" or "fast", the latter from ``fast``); returns total and per-stage seconds."""
     text_scale = pipe.config.sampling.text_scale if pipe.config.sampling.text_scale > 1 else 5.0
     audio_scale = pipe.config.sampling.audio_scale if pipe.config.sampling.audio_scale > 1 else 4.0
     if mode == "base":
         kwargs: dict[str, Any] = dict(num_inference_steps=50, sampler="unipc", text_guidance_scale=text_scale, audio_guidance_scale=audio_scale, vae="full")
     else:
-        kwargs = dict(sigmas=distilled_sigmas().tolist(), sampler="x0", guidance=False, vae="light")
+        kwargs = fast_kwargs(fast)
     timer.reset()
     start = time.perf_counter()
     out = pipe(**data, generator=torch.Generator().manual_seed(0), **kwargs)
@@ -158,12 +174,14 @@ def main(argv: list[str] | None = None) -> None:
         timer = StageTimer(pipe)
         data = inputs(pipe)
         cfg = pipe.config
+        fast = fast_sampling(name)
         print(
             f"\n[{name}] {cfg.sampling.width}x{cfg.sampling.height}, {data['num_frames']} frames; transformer {params(pipe.transformer):.2f} M, "
             f"full VAE decoder {params(pipe.vae.decoder):.2f} M, light decoder {params(pipe.light_vae):.2f} M"  # type: ignore[arg-type]
         )
-        run_mode(pipe, timer, "fast", data)  # warm-up (allocator, first-call paths)
-        results = {mode: run_mode(pipe, timer, mode, data) for mode in ("base", "fast")}
+        print(f"  fast = {FAST_PRESETS[name]}: sampler {fast.sampler}, sigmas {fast.sigmas or f'{fast.steps} steps'}, guidance {'on' if fast.guidance else 'off'}, vae {fast.vae}")
+        run_mode(pipe, timer, "fast", data, fast)  # warm-up (allocator, first-call paths)
+        results = {mode: run_mode(pipe, timer, mode, data, fast) for mode in ("base", "fast")}
         for mode, r in results.items():
             stages = ", ".join(f"{k} {r['stages'].get(k, 0.0):.3f}s" for k in ("text", "audio", "transformer", "vae"))
             print(f"  {mode:4s}: total {r['total']:.3f}s | {stages} | {r['steps']} steps x {r['passes']} passes = {r['forwards']} forwards | frames {tuple(r['frames'])}")

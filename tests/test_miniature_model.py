@@ -68,9 +68,10 @@ def test_pack_and_load_round_trip(tmp_path: Path) -> None:
     save_file({name: param.detach() + 1.0}, str(tmp_path / "run/checkpoints/step-000000005/trainable.safetensors"))
     exported = export_run(ckpt, tmp_path / "run", tmp_path / "export")
     weights = pack(exported, tmp_path / "weights", {"note": "test"})
-    assert weights.stat().st_size < 30e6 and has_shipped_weights(tmp_path / "weights")
+    assert weights.stat().st_size < 30e6 and has_shipped_weights("mini", tmp_path / "weights")
     loaded = load_mini_pipeline(tmp_path / "weights")
     assert loaded.vae.config.latents_std[0] == 2.0
+    assert loaded.light_vae is None  # assemble keeps no random light decoder, so none is shipped
     got = dict(loaded.transformer.named_parameters())[name]
     torch.testing.assert_close(got, (param.detach() + 1.0).half().float())
     info = json.loads((tmp_path / "weights/mini.json").read_text())

@@ -173,7 +173,12 @@ class AudioInjectionConfig(_Section):
 
 
 class SamplingConfig(_Section):
-    """Default generation settings; the official TI2V-5B ones for the 5B preset."""
+    """Default generation settings; the official TI2V-5B ones for the 5B preset.
+
+    Everything `soul generate` can override lives here, so a fast preset (a distilled student's
+    4-level x0 schedule, one pass per step, light decoder) is a YAML file rather than a list of
+    flags the user must remember to pass together.
+    """
 
     height: int = Field(gt=0)
     width: int = Field(gt=0)
@@ -183,12 +188,33 @@ class SamplingConfig(_Section):
     flow_shift: float = Field(gt=0)
     text_scale: float = 5.0
     audio_scale: float = 4.0
+    sampler: Literal["euler", "unipc", "x0"] = "euler"
+    # Explicit noise levels, high to low, used as given (no flow shift); they replace `steps`. A
+    # step-distilled student only knows the levels it was trained at, so its preset names them.
+    sigmas: list[float] | None = None
+    guidance: bool = True  # False: one conditional pass per step (CFG-distilled students)
+    vae: Literal["full", "light"] = "full"
 
     @field_validator("chunk_frames")
     @classmethod
     def _causal_frames(cls, value: int) -> int:
         if (value - 1) % 4:
             raise ValueError("chunk_frames must be 4k+1 (the VAE is causal, 4x in time)")
+        return value
+
+    @field_validator("sigmas")
+    @classmethod
+    def _noise_levels(cls, value: list[float] | None) -> list[float] | None:
+        # Same rule as soul.sampling.schedules.check_sigmas, checked here so a bad preset fails when
+        # it is read (the final 0 is appended by the sampler, so it is not written in a preset).
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("sigmas needs at least one noise level, e.g. [1.0, 0.75, 0.5, 0.25]")
+        if any(not (0.0 < s <= 1.0) for s in value):
+            raise ValueError(f"sigmas {value} must all lie in (0, 1] (1 = pure noise; the final 0 is implied)")
+        if any(b >= a for a, b in zip(value, value[1:])):
+            raise ValueError(f"sigmas {value} must be strictly decreasing")
         return value
 
 
@@ -203,6 +229,10 @@ class SoulConfig(_Section):
     """One preset: every model Soul builds plus its sampling defaults."""
 
     name: str
+    # Trained weights shipped inside the package (soul/miniature/weights/<weights>.safetensors and
+    # .json); `soul generate` loads them when no --checkpoint is given. None: random weights when
+    # hub.backbone is null, else a downloaded --checkpoint is required.
+    weights: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     transformer: TransformerConfig
     vae: VAEConfig
     text_encoder: TextEncoderConfig
@@ -237,29 +267,82 @@ def available_presets() -> list[str]:
 
 
 def load_preset(name_or_path: str | Path) -> SoulConfig:
-    """Read a shipped preset by name, or any YAML file by path, into a checked `SoulConfig`."""
-    text: str
+    """Read a shipped preset by name, or any YAML file by path, into a checked `SoulConfig`.
+
+    A preset may start with `extends: <preset>` (a shipped name, or a YAML path relative to the
+    file): its mappings are merged over the parent's, key by key, so a variant such as `mini-fast`
+    states only what differs and follows its parent when the parent changes. Lists and scalars
+    replace the parent's value; `name` is always the child's own.
+    """
     source = str(name_or_path)
-    path = Path(source)
-    if path.suffix in {".yaml", ".yml"} or path.exists():
-        if not path.is_file():
-            raise InputError(path, "preset file not found", f"give an existing YAML file or one of: {', '.join(available_presets())}")
-        text = path.read_text(encoding="utf-8")
-    else:
-        names = available_presets()
-        if source not in names:
-            raise InputError(f"preset {source!r}", "unknown preset", f"available presets: {', '.join(names)}")
-        text = resources.files("soul").joinpath(PRESET_DIR, f"{source}.yaml").read_text(encoding="utf-8")
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise InputError(source, f"not valid YAML: {err}", "fix the YAML syntax") from err
-    if not isinstance(data, dict):
-        raise InputError(source, "a preset must be a YAML mapping", "see soul/presets/tiny.yaml for the layout")
-    data.setdefault("name", path.stem if path.suffix in {".yaml", ".yml"} else source)
+    data = _resolve(source, None, ())
     try:
         return SoulConfig.model_validate(data)
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "(top level)"
         raise InputError(source, f"{where}: {first['msg']}", f"{len(err.errors())} problem(s); compare with soul/presets/tiny.yaml") from err
+
+
+def merge_presets(parent: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
+    """`child` over `parent`: mappings merge recursively, anything else (lists too) is replaced."""
+    out = dict(parent)
+    for key, value in child.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_presets(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _resolve(source: str, base_dir: Path | None, chain: tuple[str, ...]) -> dict[str, Any]:
+    """One preset's raw mapping with its `extends` chain merged in (not yet validated).
+
+    `chain` is the labels of the presets that extend this one (empty at the top level).
+    """
+    data, label, default_name, own_dir = _read_raw(source, base_dir, nested=bool(chain))
+    if label in chain:
+        raise InputError(source, f"extends itself through {' -> '.join([*chain, label])}", "remove the cycle of `extends:`")
+    name = data.get("name", default_name)
+    parent = data.pop("extends", None)
+    if parent is not None:
+        if not isinstance(parent, str) or not parent:
+            raise InputError(source, f"extends: {parent!r} is not a preset name", f"name one of: {', '.join(available_presets())}")
+        try:
+            base = _resolve(parent, own_dir, (*chain, label))
+        except InputError as err:  # name the preset that asked for the parent, not only the parent
+            raise InputError(source, f"extends {parent!r}: {err.subject}: {err.problem}", err.fix) from err
+        data = merge_presets(base, data)
+    data["name"] = name
+    return data
+
+
+def _read_raw(source: str, base_dir: Path | None, nested: bool) -> tuple[dict[str, Any], str, str, Path | None]:
+    """The YAML mapping of a preset name or path, a label for cycle checks, its default name, its folder.
+
+    At the top level any existing path counts as a file (as `--preset` always allowed); inside
+    `extends:` only a `.yaml`/`.yml` value is a path (relative to the extending file), anything
+    else a shipped name, so a stray folder in the working directory cannot shadow a preset.
+    """
+    path = Path(source)
+    is_yaml = path.suffix in {".yaml", ".yml"}
+    if is_yaml and base_dir is not None and not path.is_absolute():
+        path = base_dir / path
+    if is_yaml or (not nested and path.exists()):
+        if not path.is_file():
+            raise InputError(path, "preset file not found", f"give an existing YAML file or one of: {', '.join(available_presets())}")
+        text = path.read_text(encoding="utf-8")
+        label, default_name, own_dir = str(path.resolve()), path.stem, path.parent
+    else:
+        names = available_presets()
+        if source not in names:
+            raise InputError(f"preset {source!r}", "unknown preset", f"available presets: {', '.join(names)}")
+        text = resources.files("soul").joinpath(PRESET_DIR, f"{source}.yaml").read_text(encoding="utf-8")
+        label, default_name, own_dir = f"preset:{source}", source, None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise InputError(source, f"not valid YAML: {err}", "fix the YAML syntax") from err
+    if not isinstance(data, dict):
+        raise InputError(source, "a preset must be a YAML mapping", "see soul/presets/tiny.yaml for the layout")
+    return data, label, default_name, own_dir

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,6 +26,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from soul.errors import InputError
 from soul.media.audio import Audio
 from soul.media.image import load_image
+
+if TYPE_CHECKING:
+    from soul.config import SoulConfig
+    from soul.sampling.pipeline import SoulPipeline
 
 ProgressFn = Callable[[int, int], None]
 MUX_SAMPLE_RATE = 48_000
@@ -48,10 +52,10 @@ class GenerateRequest(BaseModel):
     fps: int | None = None
     steps: int | None = None
     sigmas: list[float] | None = None
-    sampler: Literal["euler", "unipc", "x0"] = "euler"
+    sampler: Literal["euler", "unipc", "x0"] | None = None
     text_scale: float | None = None
     audio_scale: float | None = None
-    guidance: bool = True
+    guidance: bool | None = None
     seed: int = 0
     masks: list[Path] = Field(default_factory=list)
     device: str = "cpu"
@@ -62,7 +66,7 @@ class GenerateRequest(BaseModel):
     codebook: bool = True
     codebook_threshold: float | None = Field(None, ge=-1.0, le=1.0)
     codebook_blend: float = Field(1.0, ge=0.0, le=1.0)
-    vae: Literal["full", "light"] = "full"
+    vae: Literal["full", "light"] | None = None
     max_duration: float = Field(1800.0, gt=0)
     resume: bool = True
 
@@ -174,13 +178,10 @@ def _run(
     progress: ProgressFn | None,
     on_chunk: Callable[[dict[str, Any]], None] | None,
 ) -> GenerateResult:
-    import torch
-
     from soul.config import load_preset
     from soul.media.video import VideoWriter
     from soul.sampling.guidance import Guidance
     from soul.sampling.long_video import LongVideoOptions, generate_long_video, prepare_conditions
-    from soul.sampling.pipeline import SoulPipeline
     from soul.sampling.resume import ResumeState, fingerprint, remove_stale_writer_files
     from soul.sampling.schedules import resolve_sigmas
 
@@ -206,16 +207,22 @@ def _run(
     if request.motion_latents > chunk_latents - 2:
         raise InputError("--motion-latents", f"{request.motion_latents} does not fit chunks of {chunk_latents} latent frames", f"use 0..{chunk_latents - 2}")
     frames = video_frames_for_duration(inputs.duration, fps)
-    if request.checkpoint is not None:
-        pipe = SoulPipeline.from_pretrained(request.checkpoint, preset=config, torch_dtype=getattr(torch, request.dtype), device=request.device)
-    elif config.hub.backbone is None:  # a preset built from its config (tiny): random weights
-        pipe = SoulPipeline.from_preset(config, seed=0, device=request.device)
+    sampler, vae = resolved(request.sampler, config.sampling.sampler), resolved(request.vae, config.sampling.vae)
+    # Explicit request values first (--sigmas, then --steps), then the preset's sigmas, then its steps:
+    # `--steps 8` on a fast preset asks for 8 shifted steps, not for the preset's 4 levels.
+    if request.sigmas:
+        sigmas = resolve_sigmas(sigmas=request.sigmas)
+    elif request.steps is None and config.sampling.sigmas:
+        sigmas = resolve_sigmas(sigmas=config.sampling.sigmas)
     else:
-        raise InputError(
-            f"--preset {request.preset}",
-            "needs downloaded weights",
-            f"run `soul download --preset {request.preset}`, then pass --checkpoint DIR",
-        )
+        sigmas = resolve_sigmas(num_steps=request.steps or config.sampling.steps, shift=config.sampling.flow_shift)
+    steps = len(sigmas) - 1
+    guidance = Guidance(
+        resolved(request.text_scale, config.sampling.text_scale),
+        resolved(request.audio_scale, config.sampling.audio_scale),
+        enabled=resolved(request.guidance, config.sampling.guidance),
+    )
+    pipe, weight_files = _load_pipeline(request, config)
     if request.cpu_offload:
         pipe.enable_model_cpu_offload()
     masks = None
@@ -228,13 +235,6 @@ def _run(
             fit_image(inputs.image, width, height), len(request.audio), latent, mask_paths=request.masks or None,
             source=request.image,
         )
-    steps = request.steps or config.sampling.steps
-    sigmas = resolve_sigmas(num_steps=None if request.sigmas else steps, shift=config.sampling.flow_shift, sigmas=request.sigmas)
-    guidance = Guidance(
-        request.text_scale if request.text_scale is not None else config.sampling.text_scale,
-        request.audio_scale if request.audio_scale is not None else config.sampling.audio_scale,
-        enabled=request.guidance,
-    )
     conds = prepare_conditions(
         pipe, inputs.image, prompt=request.prompt, negative_prompt=request.negative_prompt,
         num_streams=len(request.audio), height=height, width=width, guidance=guidance, person_masks=masks,
@@ -242,13 +242,17 @@ def _run(
     options = LongVideoOptions(
         chunk_frames=chunk_frames, motion_latents=request.motion_latents, codebook=request.codebook,
         codebook_threshold=request.codebook_threshold, codebook_blend=request.codebook_blend,
-        max_duration=request.max_duration, vae=request.vae,
+        max_duration=request.max_duration, vae=vae,
     )
+    # Resolved values, not the request's Nones: the same frames under two spellings (a flag, or the
+    # preset's default) resume each other, and a preset whose defaults changed does not.
     settings = request.model_dump(mode="json", exclude=_NOT_IN_FINGERPRINT)
-    settings.update(chunk_frames=chunk_frames, fps=fps, height=height, width=width, steps=steps)
-    files = [request.image, *request.audio, *request.masks]
-    if request.checkpoint is not None:
-        files += sorted(p for p in Path(request.checkpoint).rglob("*.json") if p.is_file())
+    settings.update(
+        chunk_frames=chunk_frames, fps=fps, height=height, width=width, steps=steps, sampler=sampler, vae=vae,
+        sigmas=[float(s) for s in sigmas], guidance=guidance.enabled, text_scale=guidance.text_scale,
+        audio_scale=guidance.audio_scale, weights=config.weights if request.checkpoint is None else None,
+    )
+    files = [request.image, *request.audio, *request.masks, *weight_files]
     state = ResumeState.open(request.output, fingerprint(settings, files), resume=request.resume)
     remove_stale_writer_files(request.output)
 
@@ -256,7 +260,7 @@ def _run(
         result = generate_long_video(
             pipe, anchor=conds.anchor, streams=inputs.model_audio, text=conds.text, null_text=conds.null_text,
             video_frames=frames, fps=fps, height=height, width=width, sigmas=sigmas, guidance=guidance,
-            seed=request.seed, sink=writer.write, person_masks=conds.person_masks, sampler=request.sampler,
+            seed=request.seed, sink=writer.write, person_masks=conds.person_masks, sampler=sampler,
             options=options, state=state, progress=progress, on_chunk=on_chunk,
         )
     state.remove()
@@ -264,8 +268,10 @@ def _run(
         "seed": request.seed,
         "num_frames": result.generated_frames,
         "video_frames": result.frames,
-        "sampler": request.sampler,
+        "sampler": sampler,
         "sigmas": [round(float(s), 6) for s in sigmas],
+        "vae": vae,
+        "weights": weight_source(request, config),
         "text_guidance_scale": guidance.text_scale,
         "audio_guidance_scale": guidance.audio_scale,
         "guidance": guidance.enabled,
@@ -286,4 +292,55 @@ def _run(
         seed=request.seed,
         info=info,
         chunks=result.chunks,
+    )
+
+
+_T = TypeVar("_T")
+
+
+def resolved(value: _T | None, default: _T) -> _T:
+    """The request's value, or the preset's when the request left it unset (None)."""
+    return default if value is None else value
+
+
+def weight_source(request: GenerateRequest, config: SoulConfig) -> str:
+    """Where the model's weights come from, for the result record: a checkpoint, shipped, or random."""
+    if request.checkpoint is not None:
+        return f"checkpoint {request.checkpoint}"
+    if config.weights is not None:
+        return f"shipped {config.weights}"
+    return "random"
+
+
+def _load_pipeline(request: GenerateRequest, config: SoulConfig) -> tuple[SoulPipeline, list[Path]]:
+    """The pipeline a request runs on, and the weight files whose content identifies its frames.
+
+    `--checkpoint` wins; else the preset's shipped weights (`weights:`), which must be installed
+    (a preset that names trained weights must not silently fall back to random ones); else random
+    weights for presets built from config only (tiny); else the preset needs a download.
+    """
+    import torch
+
+    from soul.sampling.pipeline import SoulPipeline
+
+    if request.checkpoint is not None:
+        pipe = SoulPipeline.from_pretrained(request.checkpoint, preset=config, torch_dtype=getattr(torch, request.dtype), device=request.device)
+        return pipe, sorted(p for p in Path(request.checkpoint).rglob("*.json") if p.is_file())
+    if config.weights is not None:
+        from soul.miniature.model import load_shipped_pipeline, shipped_files
+
+        pipe = load_shipped_pipeline(config.weights, device=request.device, preset=config)
+        return pipe, list(shipped_files(config.weights))
+    if config.hub.backbone is None:  # a preset built from its config (tiny): random weights
+        return SoulPipeline.from_preset(config, seed=0, device=request.device), []
+    if config.sampling.sampler == "x0" or not config.sampling.guidance:  # sampling made for a distilled student
+        raise InputError(
+            f"--preset {request.preset}",
+            "samples like a distilled student and needs its weights",
+            "pass --checkpoint DIR holding a step/CFG-distilled student (soul distill steps|cfg; docs/speed.md)",
+        )
+    raise InputError(
+        f"--preset {request.preset}",
+        "needs downloaded weights",
+        f"run `soul download --preset {request.preset}`, then pass --checkpoint DIR",
     )

@@ -20,10 +20,14 @@ from soul.cli.app import app, state
         "are written as chunks finish. Finished chunks are saved in OUT.mp4.soul-partial/: if the "
         "job dies, run the same command again and it continues where it stopped (--no-resume starts "
         "over). The output file only appears when the video is complete.\n\n"
+        "Sampling options left out (--steps, --sigmas, --sampler, --guidance, --vae, scales) take the "
+        "preset's values, so `--preset mini-fast` is the whole fast path in one flag.\n\n"
         "Examples:\n\n"
         "  soul generate --image me.jpg --audio hello.wav --prompt 'a woman talking' -o out.mp4\n\n"
         "  soul generate --preset wan22-ti2v-5b --checkpoint ~/weights/soul --image host.png "
-        "--audio a.wav --audio b.wav -o duo.mp4"
+        "--audio a.wav --audio b.wav -o duo.mp4\n\n"
+        "  soul generate --preset wan22-ti2v-5b-fast --checkpoint ~/weights/soul-distilled --image me.jpg "
+        "--audio hello.wav -o fast.mp4"
     )
 )
 def generate(
@@ -32,15 +36,15 @@ def generate(
     output: Path = typer.Option(..., "--output", "-o", help="Output .mp4 path."),
     prompt: str = typer.Option("", "--prompt", "-p", help="What the video shows (scene, framing, emotion)."),
     negative_prompt: str = typer.Option("", "--negative-prompt", help="What to steer away from."),
-    preset: str = typer.Option("tiny", "--preset", help="Model preset: tiny (random toy weights) or wan22-ti2v-5b (needs --checkpoint)."),
+    preset: str = typer.Option("tiny", "--preset", help="Model preset: tiny (random toy weights), mini / mini-fast (shipped miniature weights), wan22-ti2v-5b / wan22-ti2v-5b-fast (need --checkpoint), or a YAML file."),
     checkpoint: Path = typer.Option(None, "--checkpoint", help="Directory in the Wan2.2-TI2V-5B-Diffusers layout, plus Soul's layers."),
     height: int = typer.Option(None, "--height", help="Output height in px (multiple of 32 for the 5B model)."),
     width: int = typer.Option(None, "--width", help="Output width in px."),
     fps: int = typer.Option(None, "--fps", help="Frames per second (preset default)."),
     steps: int = typer.Option(None, "--steps", help="Sampling steps (preset default)."),
-    sigmas: str = typer.Option(None, "--sigmas", help="Explicit noise levels, high to low, comma-separated (e.g. 1,0.75,0.5,0.25 for a 4-step distilled student); overrides --steps."),
-    sampler: str = typer.Option("euler", "--sampler", help="euler, unipc (official Wan2.2) or x0 (x0-predict + re-noise, for step-distilled students)."),
-    guidance_mode: str = typer.Option("on", "--guidance", help="on: three-pass text/audio guidance; off: one conditional pass per step (CFG-distilled students)."),
+    sigmas: str = typer.Option(None, "--sigmas", help="Explicit noise levels, high to low, comma-separated (e.g. 1,0.75,0.5,0.25 for a 4-step distilled student); overrides --steps (preset default)."),
+    sampler: str | None = typer.Option(None, "--sampler", help="euler, unipc (official Wan2.2) or x0 (x0-predict + re-noise, for step-distilled students) (preset default)."),
+    guidance_mode: str | None = typer.Option(None, "--guidance", help="on: three-pass text/audio guidance; off: one conditional pass per step (CFG-distilled students) (preset default)."),
     text_scale: float = typer.Option(None, "--text-scale", help="Text guidance scale (1 = off)."),
     audio_scale: float = typer.Option(None, "--audio-scale", help="Audio guidance scale (1 = off)."),
     seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives the same video."),
@@ -52,7 +56,7 @@ def generate(
     motion_latents: int = typer.Option(2, "--motion-latents", help="Latent frames (4 video frames each) of the previous chunk that start the next one."),
     codebook: str = typer.Option("on", "--codebook", help="on|off: pull drifted motion frames back toward the first chunk's look before reuse."),
     codebook_threshold: float = typer.Option(None, "--codebook-threshold", help="Cosine similarity below which a latent patch counts as drifted (default: from the first chunk)."),
-    vae: str = typer.Option("full", "--vae", help="full: the Wan2.2 decoder; light: the distilled causal decoder (many times faster)."),
+    vae: str | None = typer.Option(None, "--vae", help="full: the Wan2.2 decoder; light: the distilled causal decoder (many times faster) (preset default)."),
     codebook_blend: float = typer.Option(1.0, "--codebook-blend", help="How far a drifted patch moves toward its codebook entry: 1 replaces, 0 leaves it."),
     max_duration: float = typer.Option(1800.0, "--max-duration", help="Longest audio accepted, in seconds."),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue an interrupted run of the same command from its last finished chunk."),
@@ -64,7 +68,7 @@ def generate(
 
     if codebook not in ("on", "off"):
         raise InputError("--codebook", f"{codebook!r}", "use --codebook on or --codebook off")
-    if guidance_mode not in ("on", "off"):
+    if guidance_mode not in (None, "on", "off"):
         raise InputError("--guidance", f"{guidance_mode!r}", "use --guidance on or --guidance off")
     sigma_list = None
     if sigmas is not None:
@@ -76,7 +80,8 @@ def generate(
     request = build_request(
         image=image, audio=audio, output=output, prompt=prompt, negative_prompt=negative_prompt, preset=preset,
         checkpoint=checkpoint, height=height, width=width, fps=fps, steps=steps, text_scale=text_scale,
-        audio_scale=audio_scale, sigmas=sigma_list, sampler=sampler, guidance=guidance_mode == "on", seed=seed, masks=mask or [], device=device, dtype=dtype, cpu_offload=cpu_offload,
+        audio_scale=audio_scale, sigmas=sigma_list, sampler=sampler,
+        guidance=None if guidance_mode is None else guidance_mode == "on", seed=seed, masks=mask or [], device=device, dtype=dtype, cpu_offload=cpu_offload,
         chunk_frames=chunk_frames, motion_latents=motion_latents, codebook=codebook == "on",
         codebook_threshold=codebook_threshold, codebook_blend=codebook_blend, max_duration=max_duration, resume=resume, vae=vae,
     )

@@ -2,29 +2,36 @@
 
 Why a single flat file: the package ships `miniature/weights/*.safetensors` and `*.json` only (no
 sub-directories, no tokenizer or YAML files), and a `save_pretrained` directory needs all of
-those. The shipped weights are therefore one safetensors file whose keys are prefixed by component
-(`transformer.`, `vae.`, `audio_encoder.`, `text_encoder.`), stored in float16 to stay well under
-the project's 30 MB budget, plus a JSON with the VAE's latent statistics and how the weights were
-made and measured. `load_mini_pipeline` rebuilds `SoulPipeline.from_preset("mini")` (which
-recreates the tokenizer and every config) and loads the weights into it in float32.
+those. A set of shipped weights is therefore one safetensors file, `<name>.safetensors`, whose keys
+are prefixed by component (`transformer.`, `vae.`, `audio_encoder.`, `text_encoder.` and, when the
+pipeline has one, `light_vae.`), stored in float16 to stay well under the project's 30 MB budget,
+plus `<name>.json` with the VAE's latent statistics, the light decoder's config and how the weights
+were made and measured. Several sets live side by side (`mini`, the distilled `mini-fast`); a
+preset names its set with `weights:`. `load_shipped_pipeline` rebuilds `SoulPipeline.from_preset`
+(which recreates the tokenizer and every config) and loads the weights into it in float32.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKLWan
 from safetensors.torch import load_file, save_file
 
+from soul.config import SoulConfig
 from soul.errors import InputError
+from soul.models.light_vae import LightDecoder, LightVAEConfig
 from soul.sampling.pipeline import SoulPipeline
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-WEIGHTS_FILE = "mini.safetensors"
-INFO_FILE = "mini.json"
+DEFAULT_NAME = "mini"
+LIGHT_VAE = "light_vae"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def _components(pipe: SoulPipeline) -> dict[str, torch.nn.Module]:
@@ -44,6 +51,9 @@ def assemble(vae_dir: str | Path, out: str | Path, preset: str = "mini", seed: i
     """
     pipe = SoulPipeline.from_preset(preset, seed=seed)
     pipe.vae = AutoencoderKLWan.from_pretrained(vae_dir, torch_dtype=torch.float32).eval()
+    # No light decoder: from_preset's is random, and `pack` ships whatever the checkpoint holds. A
+    # trained one (soul distill vae) is copied to soul/light_vae/ of the export before packing.
+    pipe.light_vae = None
     return pipe.save_pretrained(out)
 
 
@@ -71,50 +81,100 @@ def export_run(init_checkpoint: str | Path, run_dir: str | Path, out: str | Path
     return pipe.save_pretrained(out)
 
 
-def pack(checkpoint: str | Path, out_dir: str | Path = WEIGHTS_DIR, info: dict | None = None) -> Path:
-    """Write a trained checkpoint directory as the shipped flat float16 file plus its JSON."""
+def shipped_files(name: str = DEFAULT_NAME, weights_dir: str | Path = WEIGHTS_DIR) -> tuple[Path, Path]:
+    """`<name>.safetensors` and `<name>.json` in `weights_dir`; the name must be a plain file stem."""
+    if not _NAME.match(name):
+        raise InputError(f"weights {name!r}", "is not a plain name", "use letters, digits, '.', '_' or '-', e.g. mini-fast")
+    root = Path(weights_dir)
+    return root / f"{name}.safetensors", root / f"{name}.json"
+
+
+def pack(checkpoint: str | Path, out_dir: str | Path = WEIGHTS_DIR, info: dict | None = None, name: str = DEFAULT_NAME) -> Path:
+    """Write a trained checkpoint directory as the shipped flat float16 file plus its JSON.
+
+    The light decoder (`soul/light_vae/` of the checkpoint) is included when the checkpoint has
+    one, with its config in the JSON, so a fast preset's `vae: light` works from shipped weights.
+    """
+    weights_file, info_file = shipped_files(name, out_dir)
     pipe = SoulPipeline.from_pretrained(checkpoint, torch_dtype=torch.float32)
     tensors: dict[str, torch.Tensor] = {}
-    for name, module in _components(pipe).items():
+    components = _components(pipe)
+    if pipe.light_vae is not None:
+        components[LIGHT_VAE] = pipe.light_vae
+    for component, module in components.items():
         for key, value in module.state_dict().items():
-            tensors[f"{name}.{key}"] = value.detach().to(torch.float16).contiguous()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(out_dir / WEIGHTS_FILE), metadata={"format": "soul-mini", "preset": pipe.config.name})
+            tensors[f"{component}.{key}"] = value.detach().to(torch.float16).contiguous()
+    weights_file.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(weights_file), metadata={"format": "soul-shipped", "name": name, "preset": pipe.config.name})
     record = dict(info or {})
+    record["name"] = name
     record["preset"] = pipe.config.name
     record["latents_mean"] = [float(v) for v in pipe.vae.config.latents_mean]
     record["latents_std"] = [float(v) for v in pipe.vae.config.latents_std]
-    record["parameters"] = {name: sum(p.numel() for p in m.parameters()) for name, m in _components(pipe).items()}
-    (out_dir / INFO_FILE).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-    return out_dir / WEIGHTS_FILE
+    if pipe.light_vae is not None:
+        light = asdict(pipe.light_vae.config)
+        record[LIGHT_VAE] = {**light, "widths": list(light["widths"]), "time_upscale": list(light["time_upscale"])}
+    else:
+        record.pop(LIGHT_VAE, None)
+    record["parameters"] = {component: sum(p.numel() for p in m.parameters()) for component, m in components.items()}
+    info_file.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    return weights_file
 
 
-def has_shipped_weights(weights_dir: str | Path = WEIGHTS_DIR) -> bool:
-    """True when the trained miniature weights are installed with the package."""
-    return (Path(weights_dir) / WEIGHTS_FILE).is_file() and (Path(weights_dir) / INFO_FILE).is_file()
+def has_shipped_weights(name: str = DEFAULT_NAME, weights_dir: str | Path = WEIGHTS_DIR) -> bool:
+    """True when the weights called `name` are installed (both files) in `weights_dir`."""
+    return all(p.is_file() for p in shipped_files(name, weights_dir))
 
 
-def load_mini_pipeline(weights_dir: str | Path = WEIGHTS_DIR, device: torch.device | str = "cpu") -> SoulPipeline:
-    """The trained miniature model, ready to generate (float32)."""
-    weights_dir = Path(weights_dir)
-    if not has_shipped_weights(weights_dir):
-        raise InputError(weights_dir / WEIGHTS_FILE, "the trained miniature weights are not installed", "train them (docs/miniature.md) or use --preset tiny")
-    info = json.loads((weights_dir / INFO_FILE).read_text(encoding="utf-8"))
-    pipe = SoulPipeline.from_preset(info.get("preset", "mini"), seed=0)
+def load_shipped_pipeline(
+    name: str,
+    weights_dir: str | Path = WEIGHTS_DIR,
+    device: torch.device | str = "cpu",
+    preset: str | Path | SoulConfig | None = None,
+) -> SoulPipeline:
+    """The shipped weights called `name`, ready to generate (float32).
+
+    The model is built from `preset` (default: the preset recorded when the weights were packed),
+    so a variant such as `mini-fast` keeps its own sampling defaults on the pipeline. Without a
+    packed light decoder `pipe.light_vae` is None: a random one would decode noise without saying so.
+    """
+    weights_file, info_file = shipped_files(name, weights_dir)
+    for path in (weights_file, info_file):
+        if not path.is_file():
+            raise InputError(path, f"the trained weights {name!r} are not installed", "train them (docs/miniature.md) or use --preset tiny")
+    info = json.loads(info_file.read_text(encoding="utf-8"))
+    pipe = SoulPipeline.from_preset(preset if preset is not None else info.get("preset", DEFAULT_NAME), seed=0)
     pipe.vae.register_to_config(latents_mean=info["latents_mean"], latents_std=info["latents_std"])
-    tensors = load_file(str(weights_dir / WEIGHTS_FILE))
-    for name, module in _components(pipe).items():
-        prefix = f"{name}."
+    tensors = load_file(str(weights_file))
+    components = _components(pipe)
+    if LIGHT_VAE in info:
+        light = info[LIGHT_VAE]
+        try:
+            pipe.light_vae = LightDecoder(LightVAEConfig(**light)).eval()
+        except TypeError as err:
+            raise InputError(info_file, f"{LIGHT_VAE}: {err}", "re-pack the weights with the current soul") from err
+        components[LIGHT_VAE] = pipe.light_vae
+    else:
+        pipe.light_vae = None
+    for component, module in components.items():
+        prefix = f"{component}."
         state = {k[len(prefix) :]: v.float() for k, v in tensors.items() if k.startswith(prefix)}
-        missing, unexpected = module.load_state_dict(state, strict=False)
+        try:
+            missing, unexpected = module.load_state_dict(state, strict=False)
+        except RuntimeError as err:  # shape mismatch: packed for another size
+            raise InputError(weights_file, f"{component}: {str(err).splitlines()[-1].strip()}", f"re-pack the weights for preset {pipe.config.name!r}") from err
         if missing or unexpected:
-            raise InputError(weights_dir / WEIGHTS_FILE, f"{name}: missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]}", "re-pack the weights for the current mini preset")
+            raise InputError(weights_file, f"{component}: missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]}", f"re-pack the weights for preset {pipe.config.name!r}")
     return pipe.to(device)
 
 
+def load_mini_pipeline(weights_dir: str | Path = WEIGHTS_DIR, device: torch.device | str = "cpu") -> SoulPipeline:
+    """The trained miniature model (`mini` weights), ready to generate (float32)."""
+    return load_shipped_pipeline(DEFAULT_NAME, weights_dir, device)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """`python -m soul.miniature.model assemble VAE_DIR OUT` | `export INIT RUN OUT` | `pack CHECKPOINT [--info JSON]`."""
+    """`python -m soul.miniature.model assemble VAE_DIR OUT` | `export INIT RUN OUT` | `pack CHECKPOINT [--name N] [--info JSON]`."""
     parser = argparse.ArgumentParser(description=main.__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     a = sub.add_parser("assemble")
@@ -129,6 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("checkpoint", type=Path)
     p.add_argument("--out", type=Path, default=WEIGHTS_DIR)
     p.add_argument("--info", type=Path, default=None, help="JSON describing how the weights were made and measured")
+    p.add_argument("--name", default=DEFAULT_NAME, help="weights name: writes NAME.safetensors + NAME.json (a preset's `weights:`)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     if args.command == "assemble":
@@ -137,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
         print(export_run(args.init_checkpoint, args.run_dir, args.out, args.step))
     else:
         info = json.loads(args.info.read_text()) if args.info else None
-        print(pack(args.checkpoint, args.out, info))
+        print(pack(args.checkpoint, args.out, info, name=args.name))
 
 
 if __name__ == "__main__":

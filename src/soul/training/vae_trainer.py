@@ -262,10 +262,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eval-frames", type=int, default=VAETrainConfig.eval_frames)
     parser.add_argument("--decode-from", choices=["mean", "sample"], default=VAETrainConfig.decode_from)
     parser.add_argument("--init", default=None, help="continue from this trained VAE directory (e.g. the image-pretrained one)")
+    parser.add_argument("--mouth-weight", type=float, default=VAETrainConfig.mouth_weight, help="loss weight inside the mouth box (lip sync lives there)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    cfg = VAETrainConfig(max_steps=args.steps, max_minutes=args.minutes, pool_clips=args.pool_clips, batch_size=args.batch_size, lr=args.lr, eval_every=args.eval_every, decode_from=args.decode_from, window=args.window, eval_frames=args.eval_frames, init=args.init)
+    cfg = VAETrainConfig(max_steps=args.steps, max_minutes=args.minutes, pool_clips=args.pool_clips, batch_size=args.batch_size, lr=args.lr, eval_every=args.eval_every, decode_from=args.decode_from, window=args.window, eval_frames=args.eval_frames, init=args.init, mouth_weight=args.mouth_weight)
     train_vae(cfg, args.out)
 
 
