@@ -510,22 +510,22 @@ class SoulPipeline:
         fps: float | None = None,
         num_inference_steps: int | None = None,
         sigmas: Sequence[float] | None = None,
-        sampler: Literal["euler", "unipc", "x0"] = "unipc",
+        sampler: Literal["euler", "unipc", "x0"] | None = None,
         shift: float | None = None,
         text_guidance_scale: float | None = None,
         audio_guidance_scale: float | None = None,
-        guidance: bool = True,
+        guidance: bool | None = None,
         batched_guidance: bool = False,
         generator: torch.Generator | None = None,
         person_masks: np.ndarray | None = None,
         callback: StepCallback | None = None,
         output_type: Literal["np", "latent"] = "np",
-        vae: Literal["full", "light"] = "full",
+        vae: Literal["full", "light"] | None = None,
     ) -> SoulOutput:
-        """Generate one chunk. Defaults come from the preset's ``sampling`` section.
+        """Generate one chunk. Every None comes from the preset's ``sampling`` section.
 
-        The default sampler is UniPC, the official Wan2.2 one; few-step students use
-        ``sampler="x0"`` with their fixed ``sigmas`` and ``guidance=False``.
+        So a fast preset (``mini-fast``) samples as its student was distilled (``sampler="x0"``,
+        fixed ``sigmas``, ``guidance=False``, light decoder) without the caller repeating it.
 
         Length: ``num_frames`` (4k+1), else ``duration`` seconds, else the longest audio track,
         rounded up to 4k+1 frames (``info["video_frames"]`` keeps the audio's own frame count for
@@ -536,6 +536,11 @@ class SoulPipeline:
         portrait. ``vae="light"`` decodes with the light decoder (fast path, DESIGN 5).
         """
         cfg = self.config
+        sampler = cfg.sampling.sampler if sampler is None else sampler
+        guidance = cfg.sampling.guidance if guidance is None else guidance
+        vae = cfg.sampling.vae if vae is None else vae
+        if sigmas is None and num_inference_steps is None and cfg.sampling.sigmas:
+            sigmas = cfg.sampling.sigmas
         if vae not in ("full", "light"):
             raise InputError("vae", f"{vae!r}", "use 'full' or 'light'")
         if vae == "light" and output_type != "latent":
