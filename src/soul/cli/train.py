@@ -26,12 +26,17 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in the output directory."),
     output: Path = typer.Option(None, "--output", "-o", help="Run directory (overrides the config's `output`)."),
     data: Path = typer.Option(None, "--data", help="Dataset directory (overrides data.path)."),
+    threads: int = typer.Option(None, "--threads", help="CPU threads for torch (small models on CPU: 1 is often fastest)."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary at the end."),
 ) -> None:
     from soul.cli.progress import step_progress
     from soul.training.config import load_train_config
     from soul.training.trainer import Trainer
 
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, threads))
     cfg = load_train_config(config, {"max_steps": max_steps, "output": str(output) if output else None})
     if data is not None:
         cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"path": str(data)})})

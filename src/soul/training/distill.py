@@ -111,8 +111,7 @@ class _Distiller(Trainer):
         prefix = 1 + int(torch.randint(0, min(max_prefix, f - 2) + 1, (), generator=gen)) if f > 2 else 1
         extra = {"audio_frame_mask": audio_frame_mask(f, prefix, 1, self.device)}
         conds = Conditions(text=text, null_text=self.null_text, audio=audio, extra=extra)
-        weight = torch.ones(1, 1, f, h, w, device=self.device)
-        weight[:, :, :prefix] = 0.0
+        weight = self.loss_weight(sample, (f, h, w), prefix)  # the student's loss weights the mouth like training
         return {"gen": gen, "x0": x0, "prefix": prefix, "conds": conds, "weight": weight, "shape": (f, h, w), "channels": c}
 
     def _student(self, xt: torch.Tensor, timestep: torch.Tensor, conds: Conditions) -> torch.Tensor:

@@ -286,14 +286,21 @@ class Trainer:
                     return_dict=False,
                 )[0].float()
             target = noise - x0
-            weight = torch.ones(1, 1, f, h, w, device=self.device)
-            weight[:, :, :prefix] = 0.0
-            if sample.mouth_box is not None and cond.mouth_weight > 1.0:
-                x_a, y_a, x_b, y_b = sample.mouth_box
-                ys, xs = slice(int(y_a * h), max(int(y_a * h) + 1, math.ceil(y_b * h))), slice(int(x_a * w), max(int(x_a * w) + 1, math.ceil(x_b * w)))
-                weight[:, :, prefix:, ys, xs] *= cond.mouth_weight
+            weight = self.loss_weight(sample, (f, h, w), prefix)
             losses.append(((pred - target) ** 2 * weight).sum() / (weight.sum() * c))
         return torch.stack(losses)
+
+    def loss_weight(self, sample: TrainSample, shape: tuple[int, int, int], prefix: int) -> torch.Tensor:
+        """Per-latent loss weight: 0 on the given prefix, `mouth_weight` inside the annotated mouth box."""
+        f, h, w = shape
+        weight = torch.ones(1, 1, f, h, w, device=self.device)
+        weight[:, :, :prefix] = 0.0
+        mouth = self.cfg.conditioning.mouth_weight
+        if sample.mouth_box is not None and mouth > 1.0:
+            x_a, y_a, x_b, y_b = sample.mouth_box
+            ys, xs = slice(int(y_a * h), max(int(y_a * h) + 1, math.ceil(y_b * h))), slice(int(x_a * w), max(int(x_a * w) + 1, math.ceil(x_b * w)))
+            weight[:, :, prefix:, ys, xs] *= mouth
+        return weight
 
     def train_step(self) -> dict[str, float]:
         """One optimiser step over `grad_accum` micro-batches; a non-finite loss skips it."""

@@ -55,6 +55,11 @@ class VAETrainConfig:
     kl_weight: float = 1e-6
     decode_from: str = "mean"  # "mean": deterministic AE + KL as a latent regulariser; "sample": classic VAE
     mouth_weight: float = 4.0
+    # Weight of the frame-difference loss. Why: the Wan2.2 decoder's residual path duplicates a
+    # latent frame over its 4 video frames, so a pixel loss alone settles on the temporal average
+    # (every mouth in a latent frame drawn alike, measured: lip-sync ceiling r 0.37); matching the
+    # frame-to-frame differences makes that average cost what it really loses.
+    temporal_weight: float = 0.0
     max_steps: int = 4000
     max_minutes: float = 1e9
     eval_every: int = 250
@@ -229,6 +234,9 @@ def train_vae(cfg: VAETrainConfig, out: str | Path, log: bool = True) -> dict[st
             rec = ((err.abs() + err**2) * weight).mean() / weight.mean()
             kl = dist.kl().mean()  # diffusers sums over all but the batch and last axis
             loss = rec + cfg.kl_weight * kl
+            if cfg.temporal_weight > 0 and x.shape[2] > 1:
+                d_err = err[:, :, 1:] - err[:, :, :-1]  # = (y_t - y_t-1) - (x_t - x_t-1)
+                loss = loss + cfg.temporal_weight * ((d_err.abs() + d_err**2) * weight).mean() / weight.mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
@@ -263,10 +271,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--decode-from", choices=["mean", "sample"], default=VAETrainConfig.decode_from)
     parser.add_argument("--init", default=None, help="continue from this trained VAE directory (e.g. the image-pretrained one)")
     parser.add_argument("--mouth-weight", type=float, default=VAETrainConfig.mouth_weight, help="loss weight inside the mouth box (lip sync lives there)")
+    parser.add_argument("--temporal-weight", type=float, default=VAETrainConfig.temporal_weight, help="weight of the frame-difference loss (video windows)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    cfg = VAETrainConfig(max_steps=args.steps, max_minutes=args.minutes, pool_clips=args.pool_clips, batch_size=args.batch_size, lr=args.lr, eval_every=args.eval_every, decode_from=args.decode_from, window=args.window, eval_frames=args.eval_frames, init=args.init, mouth_weight=args.mouth_weight)
+    cfg = VAETrainConfig(max_steps=args.steps, max_minutes=args.minutes, pool_clips=args.pool_clips, batch_size=args.batch_size, lr=args.lr, eval_every=args.eval_every, decode_from=args.decode_from, window=args.window, eval_frames=args.eval_frames, init=args.init, mouth_weight=args.mouth_weight, temporal_weight=args.temporal_weight)
     train_vae(cfg, args.out)
 
 
