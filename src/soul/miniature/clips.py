@@ -25,6 +25,7 @@ from soul.miniature.speech_pool import SpeechPool
 
 AUDIO_RATE = 16_000
 MOUTH_LEAD_S = 0.04  # the mouth shapes a sound slightly before it is heard
+LIP_INERTIA_S = 0.06  # lips do not jump: the opening follows the energy through a 60 ms lag
 
 
 @dataclass
@@ -41,7 +42,8 @@ def speech_features(audio: np.ndarray, num_frames: int, fps: float, lead_s: floa
     """Per-frame mouth opening (0..1) and roundness (0..1) driven by the audio.
 
     Opening follows the 300-3400 Hz band's log energy in a 50 ms window, scaled between a floor
-    (silence) and the clip's loud speech; roundness follows a low spectral centroid (o/u vowels).
+    (silence) and the clip's loud speech, smoothed by the lips' inertia (first order,
+    `LIP_INERTIA_S`); roundness follows a low spectral centroid (o/u vowels).
     """
     win = int(0.05 * AUDIO_RATE)
     hann = np.hanning(win)
@@ -62,6 +64,9 @@ def speech_features(audio: np.ndarray, num_frames: int, fps: float, lead_s: floa
     loud = np.percentile(log_e, 95) if num_frames else 0.0
     floor = loud - 30.0
     opening = np.clip((log_e - floor) / (loud - floor), 0, 1) ** 1.5
+    keep = float(np.exp(-1.0 / max(LIP_INERTIA_S * fps, 1e-6)))
+    for i in range(1, num_frames):
+        opening[i] = keep * opening[i - 1] + (1 - keep) * opening[i]
     roundness = np.clip((1800 - centroid) / 1000, 0, 1) * (opening > 0.1)
     return opening.astype(np.float32), roundness.astype(np.float32)
 
