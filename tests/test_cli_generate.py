@@ -123,10 +123,19 @@ def test_download_fails_fast_offline(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_demo_runs_offline_and_says_weights_are_random(tmp_path: Path) -> None:
-    code, stdout, stderr = cli("demo", "--seconds", "2", "--out", tmp_path, "--json")
+    code, stdout, stderr = cli("demo", "--preset", "tiny", "--seconds", "2", "--out", tmp_path, "--json")
     assert code == 0, stderr
     summary = json.loads(stdout)
     assert summary["weights"] == "random" and "RANDOM" in summary["note"]
     video = read_video(summary["output"])
     assert video.num_frames == 32 and video.has_audio
     assert (tmp_path / "portrait.png").exists() and (tmp_path / "speech.wav").exists()
+    # the scores are computed on the written video, whatever the weights
+    for key in ("lipsync_r", "lipsync_r_mismatched", "flicker"):
+        assert -1.0 <= summary[key] <= 1.0 or key == "flicker"
+    assert summary["drift"]["start_seconds"][0] == 0.0
+
+
+def test_demo_rejects_bad_seconds(tmp_path: Path) -> None:
+    code, _, stderr = cli("demo", "--preset", "tiny", "--seconds", "0", "--out", tmp_path)
+    assert code == 2 and "--seconds" in stderr

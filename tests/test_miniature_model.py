@@ -12,7 +12,7 @@ from diffusers import AutoencoderKLWan
 
 from soul.config import load_preset
 from soul.miniature.model import assemble, export_run, has_shipped_weights, load_mini_pipeline, pack
-from soul.training.vae_trainer import VAETrainConfig, build_mini_vae, evaluate, latent_statistics, train_vae
+from soul.training.vae_trainer import VAETrainConfig, build_mini_vae, evaluate, inflate_image_vae, latent_statistics, train_vae
 from soul.miniature.clips import draw_clip
 
 torch.set_num_threads(1)
@@ -49,6 +49,29 @@ def test_vae_trainer_improves_held_out_reconstruction_and_records_stats(tmp_path
     np.testing.assert_allclose(m2, mean, rtol=1e-4, atol=1e-5)
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert json.loads(lines[-1])["step"] == 40
+
+
+def test_inflation_turns_an_image_vae_into_per_frame_encoding_and_duplicating_decoding() -> None:
+    vae = build_mini_vae(_tiny_vae_cfg()).eval()
+    frames = torch.from_numpy(draw_clip(3, 9 / 16).frames).float().div(127.5).sub(1).permute(3, 0, 1, 2)[None]
+    altered = frames.clone()
+    altered[:, :, 1:5] = altered[:, :, 1:5].flip(2)  # the same frames in another order inside latent 1
+    with torch.no_grad():
+        z_random = vae.encode(frames).latent_dist.mode()
+        z_altered_random = vae.encode(altered).latent_dist.mode()
+        inflate_image_vae(vae)
+        z = vae.encode(frames).latent_dist.mode()
+        z_altered = vae.encode(altered).latent_dist.mode()
+        decoded = vae.decode(z).sample
+    # before: the order inside a latent frame leaks into it (random temporal taps); after: a latent
+    # depends on its frames' set only (pairwise means), and the next latent frame not at all on it
+    assert not torch.allclose(z_random[:, :, 1], z_altered_random[:, :, 1], atol=1e-4)
+    assert torch.allclose(z[:, :, 2], z_altered[:, :, 2], atol=1e-5)
+    assert torch.allclose(z[:, :, 0], z_altered[:, :, 0], atol=1e-6)
+    # the decoder draws each latent frame's four video frames alike: the block average to refine
+    for k in (1, 2):
+        group = decoded[:, :, 4 * k - 3 : 4 * k + 1]
+        assert torch.allclose(group, group[:, :, :1].expand_as(group), atol=1e-5)
 
 
 def test_pack_and_load_round_trip(tmp_path: Path) -> None:
