@@ -44,3 +44,13 @@ def test_streams_frames_and_rejects_non_square_input(clip) -> None:  # noqa: ANN
     assert drift_curves(iter(clip.frames), clip.face, clip.fps, window_seconds=2.0) == drift_curves(clip.frames, clip.face, clip.fps, window_seconds=2.0)
     with pytest.raises(ValueError, match="square"):
         drift_curves(clip.frames[:, :, :40], clip.face, clip.fps)
+
+
+def test_distance_to_portrait_separates_the_person_from_another(clip) -> None:  # noqa: ANN001
+    from soul.miniature.drift import distance_to_portrait
+
+    portrait = np.asarray(draw_face(clip.face, 64))
+    own = distance_to_portrait(clip.frames, clip.face, portrait)
+    other = distance_to_portrait(draw_clip(4, 2.0).frames, clip.face, portrait)
+    assert own["identity_distance"] < 0.03 and own["colour_difference"] < 1.0
+    assert other["identity_distance"] > 5 * own["identity_distance"] and other["colour_difference"] > 5.0

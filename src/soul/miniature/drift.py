@@ -117,3 +117,25 @@ def drift_curves(frames: np.ndarray | Iterable[np.ndarray], face: FaceParams, fp
         "identity_mean": round(float(np.mean(identity[1:])) if len(identity) > 1 else 0.0, 5),
         "colour_mean": round(float(np.mean(colour[1:])) if len(colour) > 1 else 0.0, 4),
     }
+
+
+def distance_to_portrait(frames: np.ndarray | Iterable[np.ndarray], face: FaceParams, portrait: np.ndarray) -> dict[str, float]:
+    """Identity distance and colour difference (CIEDE2000) of a whole video against its portrait.
+
+    The same measures as `drift_curves`, with the portrait (at the video's size) as the
+    reference instead of the first window: how far a sampler's output is from the person asked for.
+    """
+    portrait = np.asarray(portrait)
+    mask = _descriptor_mask(face, portrait.shape[0])[..., None]
+    ref_desc, ref_lab = frame_features(portrait, face)
+    desc_sum, lab_sum, count = np.zeros_like(ref_desc), np.zeros(3), 0
+    for frame in frames:
+        desc, lab = frame_features(np.asarray(frame), face)
+        desc_sum += desc
+        lab_sum += lab
+        count += 1
+    if not count:
+        raise ValueError("no frames to measure")
+    identity = float(np.sqrt((((desc_sum / count - ref_desc) ** 2) * mask).sum() / float(mask.sum() * 3)))
+    colour = float(ciede2000(ref_lab[None], (lab_sum / count)[None])[0])
+    return {"identity_distance": round(identity, 5), "colour_difference": round(colour, 4)}
