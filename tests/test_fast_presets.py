@@ -201,3 +201,27 @@ def test_missing_shipped_weights_name_the_file(tmp_path: Path) -> None:
         load_shipped_pipeline("half", weights_dir=tmp_path)
     with pytest.raises(InputError, match="plain name"):
         load_shipped_pipeline("../elsewhere", weights_dir=tmp_path)
+
+
+def test_a_student_packed_over_its_base_ships_only_what_differs(tmp_path: Path) -> None:
+    base = SoulPipeline.from_preset("tiny", seed=1)
+    base.light_vae = None
+    pack(base.save_pretrained(tmp_path / "base"), tmp_path / "weights", name="base")
+    student = SoulPipeline.from_preset("tiny", seed=1)  # same encoders and VAE, new transformer + light decoder
+    with torch.no_grad():
+        for p in student.transformer.parameters():
+            p.add_(0.01)
+    pack(student.save_pretrained(tmp_path / "student"), tmp_path / "weights", name="student", base="base")
+    from safetensors.torch import load_file
+
+    own = load_file(str(tmp_path / "weights" / "student.safetensors"))
+    assert {k.split(".")[0] for k in own} == {"transformer", "light_vae"}
+    assert json.loads((tmp_path / "weights" / "student.json").read_text())["base"] == "base"
+    loaded = load_shipped_pipeline("student", weights_dir=tmp_path / "weights")
+    for key, value in student.vae.state_dict().items():
+        torch.testing.assert_close(loaded.vae.state_dict()[key], value.half().float())
+    name, param = next(iter(student.transformer.named_parameters()))
+    torch.testing.assert_close(dict(loaded.transformer.named_parameters())[name], param.detach().half().float())
+    (tmp_path / "weights" / "base.safetensors").unlink()
+    with pytest.raises(InputError, match=r"base\.safetensors"):
+        load_shipped_pipeline("student", weights_dir=tmp_path / "weights")

@@ -89,8 +89,13 @@ def shipped_files(name: str = DEFAULT_NAME, weights_dir: str | Path = WEIGHTS_DI
     return root / f"{name}.safetensors", root / f"{name}.json"
 
 
-def pack(checkpoint: str | Path, out_dir: str | Path = WEIGHTS_DIR, info: dict | None = None, name: str = DEFAULT_NAME) -> Path:
+def pack(checkpoint: str | Path, out_dir: str | Path = WEIGHTS_DIR, info: dict | None = None, name: str = DEFAULT_NAME,
+         base: str | None = None) -> Path:
     """Write a trained checkpoint directory as the shipped flat float16 file plus its JSON.
+
+    With `base` (shipped weights in the same `out_dir`), only tensors that differ from the base's
+    are written and loading reads the base first: a distilled student then ships its transformer
+    and light decoder, not a second copy of the VAE and encoders (the package stays small).
 
     The light decoder (`soul/light_vae/` of the checkpoint) is included when the checkpoint has
     one, with its config in the JSON, so a fast preset's `vae: light` works from shipped weights.
@@ -104,10 +109,17 @@ def pack(checkpoint: str | Path, out_dir: str | Path = WEIGHTS_DIR, info: dict |
     for component, module in components.items():
         for key, value in module.state_dict().items():
             tensors[f"{component}.{key}"] = value.detach().to(torch.float16).contiguous()
+    if base is not None:  # ship only what differs from the base weights (e.g. mini-fast over mini)
+        inherited = _shipped_tensors(base, Path(out_dir))
+        tensors = {k: v for k, v in tensors.items() if k not in inherited or not torch.equal(inherited[k], v)}
     weights_file.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(weights_file), metadata={"format": "soul-shipped", "name": name, "preset": pipe.config.name})
     record = dict(info or {})
     record["name"] = name
+    if base is not None:
+        record["base"] = base
+    else:
+        record.pop("base", None)
     record["preset"] = pipe.config.name
     record["latents_mean"] = [float(v) for v in pipe.vae.config.latents_mean]
     record["latents_std"] = [float(v) for v in pipe.vae.config.latents_std]
@@ -119,6 +131,20 @@ def pack(checkpoint: str | Path, out_dir: str | Path = WEIGHTS_DIR, info: dict |
     record["parameters"] = {component: sum(p.numel() for p in m.parameters()) for component, m in components.items()}
     info_file.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     return weights_file
+
+
+def _shipped_tensors(name: str, weights_dir: Path, _seen: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    """The tensors of shipped weights `name`, over those of its `base` (recorded by `pack`)."""
+    weights_file, info_file = shipped_files(name, weights_dir)
+    for path in (weights_file, info_file):
+        if not path.is_file():
+            raise InputError(path, f"the trained weights {name!r} are not installed", "train them (docs/miniature.md) or use --preset tiny")
+    base = json.loads(info_file.read_text(encoding="utf-8")).get("base")
+    if base in (*_seen, name):
+        raise InputError(info_file, f"weights {name!r} name themselves as their own base", "re-pack them with another --base")
+    tensors = _shipped_tensors(base, weights_dir, (*_seen, name)) if base else {}
+    tensors.update(load_file(str(weights_file)))
+    return tensors
 
 
 def has_shipped_weights(name: str = DEFAULT_NAME, weights_dir: str | Path = WEIGHTS_DIR) -> bool:
@@ -145,7 +171,7 @@ def load_shipped_pipeline(
     info = json.loads(info_file.read_text(encoding="utf-8"))
     pipe = SoulPipeline.from_preset(preset if preset is not None else info.get("preset", DEFAULT_NAME), seed=0)
     pipe.vae.register_to_config(latents_mean=info["latents_mean"], latents_std=info["latents_std"])
-    tensors = load_file(str(weights_file))
+    tensors = _shipped_tensors(name, Path(weights_dir))
     components = _components(pipe)
     if LIGHT_VAE in info:
         light = info[LIGHT_VAE]
@@ -190,6 +216,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=WEIGHTS_DIR)
     p.add_argument("--info", type=Path, default=None, help="JSON describing how the weights were made and measured")
     p.add_argument("--name", default=DEFAULT_NAME, help="weights name: writes NAME.safetensors + NAME.json (a preset's `weights:`)")
+    p.add_argument("--base", default=None, help="shipped weights this one extends: only tensors that differ are written (e.g. --name mini-fast --base mini)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     if args.command == "assemble":
@@ -198,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
         print(export_run(args.init_checkpoint, args.run_dir, args.out, args.step))
     else:
         info = json.loads(args.info.read_text()) if args.info else None
-        print(pack(args.checkpoint, args.out, info, name=args.name))
+        print(pack(args.checkpoint, args.out, info, name=args.name, base=args.base))
 
 
 if __name__ == "__main__":
