@@ -1,10 +1,11 @@
 """Lip sync of a trained miniature Soul model on people and audio it never trained on.
 
 For each held-out face (seeds from 1_000_000, disjoint from training), the pipeline animates the
-drawn portrait with (a) held-out synthesised babble and (b) real speech from shared/media/audio;
-the generated mouths are scored with `soul.miniature.lipsync.score_lipsync` against the audio that
-drove them (r) and against another track of the same length (r_mismatched, which should be ~0).
-The VAE's own ceiling is reported too: drawn clips encoded and decoded, scored the same way.
+drawn portrait with (a) held-out synthesised babble and (b) held-out real speech (shared/media/
+audio hallo_3.wav and wan_talk.wav, never chopped into training clips); the generated mouths are
+scored with `soul.miniature.lipsync.score_lipsync` against the audio that drove them (r) and
+against another track of the same length (r_mismatched, which should be ~0). The VAE's own
+ceiling is reported too: drawn clips encoded and decoded, scored the same way.
 
 Run: .venv/bin/python benchmarks/miniature_lipsync_eval.py CHECKPOINT_DIR [--faces 4] [--steps 20]
 """
@@ -12,7 +13,6 @@ Run: .venv/bin/python benchmarks/miniature_lipsync_eval.py CHECKPOINT_DIR [--fac
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import time
 from pathlib import Path
@@ -25,9 +25,11 @@ from soul.miniature.clips import draw_clip
 from soul.miniature.lipsync import score_lipsync
 from soul.miniature.portrait import draw_face, random_face
 from soul.miniature.speech import synthesize_babble
+from soul.miniature.speech_pool import HELD_OUT_SPEECH
 from soul.sampling.pipeline import SoulPipeline
 
 HELD_OUT = 1_000_000
+SHARED_MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "media"
 CAPTION = "a drawn person talking to the camera, head and shoulders"
 
 
@@ -51,13 +53,12 @@ def evaluate(pipe: SoulPipeline, faces: int, steps: int, frames: int = 81, audio
     seconds = frames / fps
     n_audio = int(round(seconds * 16000))
     tracks: dict[str, list[np.ndarray]] = {"babble": [synthesize_babble(seconds, seed=HELD_OUT + 500 + i) for i in range(faces)]}
-    real = []
-    for path in sorted(glob.glob("/work/shared/media/audio/*.wav")):
-        a = load_audio(path, 16000).samples
-        if a.shape[0] >= n_audio:
-            real.append(a[:n_audio])
-    if real:
-        tracks["real"] = [real[i % len(real)] for i in range(faces)]
+    # Held-out recordings only (never chopped into training clips), a different stretch per face.
+    held = [load_audio(SHARED_MEDIA / f, 16000).samples for f in HELD_OUT_SPEECH if (SHARED_MEDIA / f).is_file()]
+    if held:
+        speech = np.concatenate(held)
+        step = max(1, (speech.shape[0] - n_audio) // max(1, faces))
+        tracks["real"] = [speech[i * step : i * step + n_audio] for i in range(faces)]
     result: dict = {"faces": faces, "steps": steps, "frames": frames}
     for kind, audios in tracks.items():
         own, mismatched, lags = [], [], []
