@@ -68,3 +68,12 @@ def test_lagged_correlation_rejects_too_short_series() -> None:
         lagged_correlation(np.ones(5), np.ones(5), 2)
     env = audio_envelope(np.zeros(16000, np.float32), 16, 16.0)
     assert env.shape == (16,)
+
+
+def test_mismatched_audio_scores_near_zero_on_average() -> None:
+    from soul.miniature.lipsync import score_mismatched
+
+    clip = draw_clip(2, 20.0)
+    own = score_lipsync(clip.frames, clip.face, clip.audio, clip.fps, skip_frames=1).r
+    chance = score_mismatched(clip.frames, clip.face, clip.fps, seed=2, skip_frames=1)
+    assert own > 0.8 and abs(chance) < 0.15  # measured 0.89 and -0.02

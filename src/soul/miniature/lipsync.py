@@ -123,3 +123,18 @@ def score_lipsync(
     lags, rs = lagged_correlation(mouth[skip_frames:], env[skip_frames:], max_lag)
     best = int(np.argmax(rs))
     return LipSyncScore(float(rs[best]), int(lags[best]), lags, rs)
+
+
+def score_mismatched(frames: np.ndarray, face: FaceParams, fps: float, *, others: int = 4, seed: int = 0, skip_frames: int = 0) -> float:
+    """Mean best-lag r of the frames against `others` unrelated babble tracks of the same length.
+
+    The chance level a real score must beat. Why a mean over several tracks: one unrelated track
+    of 20 s still scores up to ~0.26 against drawn clips (the best of 5 lags of two smooth
+    series), so a single draw says little; four of them average to ~0.1.
+    """
+    from soul.miniature.speech import synthesize_babble
+
+    seconds = frames.shape[0] / fps
+    rs = [score_lipsync(frames, face, synthesize_babble(seconds, 16_000, seed=7919 + 104_729 * seed + k), fps, skip_frames=skip_frames).r
+          for k in range(others)]
+    return float(np.mean(rs))
