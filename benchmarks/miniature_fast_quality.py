@@ -71,6 +71,7 @@ def main() -> None:
     parser.add_argument("--fast", default="mini-fast")
     parser.add_argument("--base-checkpoint", type=Path, default=None)
     parser.add_argument("--fast-checkpoint", type=Path, default=None)
+    parser.add_argument("--fast-vae", choices=["full", "light"], default=None, help="override the fast preset's decoder (to split the student's gap from the light decoder's)")
     parser.add_argument("--out", type=Path, default=Path("runs/fast-quality"))
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -83,9 +84,10 @@ def main() -> None:
         draw_face(face, 512).save(portrait)
         speech = args.out / f"speech{i}.wav"
         sf.write(speech, audio, 16_000)
-        for kind, preset, ckpt in (("base", args.base, args.base_checkpoint), ("fast", args.fast, args.fast_checkpoint)):
+        for kind, preset, ckpt, vae in (("base", args.base, args.base_checkpoint, None), ("fast", args.fast, args.fast_checkpoint, args.fast_vae)):
             video = args.out / f"{kind}{i}.mp4"
-            request = build_request(image=portrait, audio=[speech], output=video, preset=preset, checkpoint=ckpt, seed=i, prompt=PROMPT, resume=False)
+            request = build_request(image=portrait, audio=[speech], output=video, preset=preset, checkpoint=ckpt, seed=i, prompt=PROMPT,
+                                    resume=False, vae=vae)
             t0 = time.perf_counter()
             result = run_generate(request)
             seconds = time.perf_counter() - t0
@@ -93,7 +95,7 @@ def main() -> None:
             rows[kind].append({**score(video, face, small, audio, i), "seconds": seconds})
             print(f"face {i} {kind:4s}: " + ", ".join(f"{k} {v:.4f}" for k, v in rows[kind][-1].items()), flush=True)
     means = {kind: {m: float(np.mean([r[m] for r in rs])) for m in MEASURES} for kind, rs in rows.items()}
-    report = {"faces": args.faces, "seconds": args.seconds, "base": args.base, "fast": args.fast, "rows": rows, "means": means}
+    report = {"faces": args.faces, "seconds": args.seconds, "base": args.base, "fast": args.fast, "fast_vae": args.fast_vae, "rows": rows, "means": means}
     (args.out / "fast_quality.json").write_text(json.dumps(report, indent=1) + "\n")
     for m in MEASURES:
         b, f = means["base"][m], means["fast"][m]

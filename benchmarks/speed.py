@@ -14,8 +14,9 @@ Configs:
   the VAE width and 16-wide heads, 4 layers, 256x256, 17 frames; the light decoder is shrunk by
   the same quarter. Text and audio encoders are toy-sized (they run once per call in both modes).
 
-Speed does not depend on trained weights: every model here has random weights, and the output
-says so. Per-stage seconds come from wrappers around the pipeline's own stage methods (VAE counts
+Speed depends on model sizes, not on weight values: `mini` runs on the shipped `mini-fast`
+weights when installed (its light decoder's shipped widths), the others on random weights; each
+block names its weights. Per-stage seconds come from wrappers around the pipeline's own stage methods (VAE counts
 the portrait encode plus the decode). Last lines: `speedup <config>: <ratio>x`. Run:
 
     .venv/bin/python benchmarks/speed.py            # all configs
@@ -64,12 +65,22 @@ def scaled_config() -> SoulConfig:
     return SoulConfig.model_validate(big)
 
 
-def build(name: str) -> SoulPipeline:
-    """A random-weight pipeline for one config, with a light decoder of matching scale."""
+def build(name: str) -> tuple[SoulPipeline, str]:
+    """The pipeline for one config and where its weights come from.
+
+    `mini` runs on the shipped distilled weights when installed, so its light decoder has the
+    widths that ship (wider than the TAEHV ratio, see configs/distill/mini-vae.yaml); speed does
+    not depend on the weights' values, only on these sizes. Otherwise random weights, with a light
+    decoder sized like the full one (`light_vae_config_for`: a quarter of TAEHV's widths for the
+    quarter-width scaled VAE).
+    """
+    if name == "mini":
+        from soul.miniature.model import has_shipped_weights, load_shipped_pipeline
+
+        if has_shipped_weights("mini-fast"):
+            return load_shipped_pipeline("mini-fast"), "shipped mini-fast"
     config = scaled_config() if name == "scaled-5b" else load_preset(name)
-    # from_preset sizes the light decoder like the full one (light_vae_config_for): a quarter of
-    # TAEHV's widths for the quarter-width scaled VAE.
-    return SoulPipeline.from_preset(config, seed=0)
+    return SoulPipeline.from_preset(config, seed=0), "random"
 
 
 class StageTimer:
@@ -126,7 +137,8 @@ def run_mode(pipe: SoulPipeline, timer: StageTimer, mode: str, data: dict[str, A
     text_scale = pipe.config.sampling.text_scale if pipe.config.sampling.text_scale > 1 else 5.0
     audio_scale = pipe.config.sampling.audio_scale if pipe.config.sampling.audio_scale > 1 else 4.0
     if mode == "base":
-        kwargs: dict[str, Any] = dict(num_inference_steps=50, sampler="unipc", text_guidance_scale=text_scale, audio_guidance_scale=audio_scale, vae="full")
+        kwargs: dict[str, Any] = dict(num_inference_steps=50, sampler="unipc", guidance=True, text_guidance_scale=text_scale,
+                                      audio_guidance_scale=audio_scale, vae="full")  # explicit: the pipeline's own defaults may be a fast preset's
     else:
         kwargs = fast_kwargs(fast)
     timer.reset()
@@ -167,17 +179,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--decoder-repeats", type=int, default=3)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    print(f"Soul speed benchmark: random weights throughout (speed does not depend on trained weights); torch threads {args.threads}")
+    print(f"Soul speed benchmark: speed depends on model sizes, not weight values; torch threads {args.threads}")
     speedups = {}
     for name in args.configs:
-        pipe = build(name)
+        pipe, weights = build(name)
         timer = StageTimer(pipe)
         data = inputs(pipe)
         cfg = pipe.config
         fast = fast_sampling(name)
         print(
             f"\n[{name}] {cfg.sampling.width}x{cfg.sampling.height}, {data['num_frames']} frames; transformer {params(pipe.transformer):.2f} M, "
-            f"full VAE decoder {params(pipe.vae.decoder):.2f} M, light decoder {params(pipe.light_vae):.2f} M"  # type: ignore[arg-type]
+            f"full VAE decoder {params(pipe.vae.decoder):.2f} M, light decoder {params(pipe.light_vae):.2f} M; weights {weights}"  # type: ignore[arg-type]
         )
         print(f"  fast = {FAST_PRESETS[name]}: sampler {fast.sampler}, sigmas {fast.sigmas or f'{fast.steps} steps'}, guidance {'on' if fast.guidance else 'off'}, vae {fast.vae}")
         run_mode(pipe, timer, "fast", data, fast)  # warm-up (allocator, first-call paths)

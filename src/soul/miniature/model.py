@@ -120,7 +120,11 @@ def pack(checkpoint: str | Path, out_dir: str | Path = WEIGHTS_DIR, info: dict |
         record["base"] = base
     else:
         record.pop("base", None)
-    record["preset"] = pipe.config.name
+    # The preset the weights load into by default: the shipped preset of the same name when there
+    # is one (mini-fast carries its own sampling), else the checkpoint's.
+    from soul.config import available_presets
+
+    record["preset"] = name if name in available_presets() else pipe.config.name
     record["latents_mean"] = [float(v) for v in pipe.vae.config.latents_mean]
     record["latents_std"] = [float(v) for v in pipe.vae.config.latents_std]
     if pipe.light_vae is not None:

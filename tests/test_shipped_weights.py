@@ -1,0 +1,51 @@
+"""The trained miniature weights that ship with the package: present, small, and really lip-synced.
+
+These are regression tests of the shipped artefacts (docs/miniature.md, "Measured"): if a re-pack
+or a change in the model code breaks them, the demo would silently stop talking.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from soul.media.video import read_video
+from soul.miniature.model import WEIGHTS_DIR, has_shipped_weights, load_shipped_pipeline, shipped_files
+
+
+def test_both_weight_sets_ship_within_the_size_budget() -> None:
+    for name in ("mini", "mini-fast"):
+        assert has_shipped_weights(name), f"{name} weights missing from {WEIGHTS_DIR}: pack them (docs/miniature.md)"
+    sizes = {name: shipped_files(name)[0].stat().st_size for name in ("mini", "mini-fast")}
+    assert sizes["mini"] <= 30e6 and sizes["mini-fast"] <= 30e6, sizes
+    assert json.loads(shipped_files("mini-fast")[1].read_text())["base"] == "mini"
+
+
+def test_the_fast_student_loads_over_its_base_with_a_light_decoder() -> None:
+    torch.set_num_threads(1)
+    mini, fast = load_shipped_pipeline("mini"), load_shipped_pipeline("mini-fast")
+    assert fast.config.name == "mini-fast" and fast.light_vae is not None
+    for key, value in mini.vae.state_dict().items():  # the VAE comes from the base weights
+        assert torch.equal(fast.vae.state_dict()[key], value)
+    differs = any(not torch.equal(a, b) for a, b in zip(mini.transformer.parameters(), fast.transformer.parameters()))
+    assert differs  # the student is not the teacher
+
+
+def test_make_demo_talks(tmp_path: Path) -> None:
+    """`soul demo` (what `make demo` runs) on the shipped weights: its mouth follows its audio."""
+    cmd = [sys.executable, "-c", "import sys; from soul.cli import main; main(sys.argv[1:])",
+           "demo", "--seconds", "12", "--seed", "5", "--out", str(tmp_path), "--json"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["weights"] == "shipped mini" and summary["note"] == ""
+    assert summary["lipsync_r"] >= 0.5 and abs(summary["lipsync_r_mismatched"]) <= 0.25, summary
+    video = read_video(summary["output"])
+    assert video.num_frames == 192 and video.has_audio
+    frames = video.read_all()
+    assert np.ptp(frames.reshape(len(frames), -1).mean(axis=1)) < 20  # no flashing or fading
