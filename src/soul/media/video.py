@@ -215,7 +215,11 @@ class VideoWriter:
         v = self._container.add_stream("libx264", rate=self.fps)
         v.width, v.height, v.pix_fmt = even_w, even_h, "yuv420p"
         v.time_base = Fraction(1, 1) / self.fps
-        v.options = {"crf": str(self.crf), "preset": self.preset}
+        # mbtree off: with it, libx264's AVX-512 code gives different bytes for the same frames from
+        # one run to the next (measured: 3 distinct outputs in 4 processes on an AVX-512 Xeon; none
+        # with mbtree off, or with x264 limited to AVX2). Same-seed runs and resumed jobs must give
+        # the same video, so determinism wins over mbtree's bitrate saving.
+        v.options = {"crf": str(self.crf), "preset": self.preset, "x264-params": "mbtree=0"}
         self._vstream = v
         if self.audio is not None:
             rate = self.audio.sample_rate if self.audio.sample_rate in AAC_SAMPLE_RATES else 48000
@@ -247,7 +251,7 @@ class VideoWriter:
         for frame in frames:
             if pad_w or pad_h:
                 frame = np.pad(frame, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            vf = _owned_video_frame(frame, self._vstream.pix_fmt)
             vf.pts = self.frames_written
             self._container.mux(self._vstream.encode(vf))
             self.frames_written += 1
@@ -326,3 +330,15 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray] | np.ndarray, fps
             for f in frames:
                 writer.write(f)
     return Path(path)
+
+
+def _owned_video_frame(rgb: np.ndarray, pix_fmt: str) -> av.VideoFrame:
+    """An encoder-ready frame whose pixels live in memory FFmpeg allocated and owns.
+
+    The encoder may read a frame after `encode()` returns (x264 keeps look-ahead frames). With
+    PyAV 18 a frame converted inside `encode()` can still point at memory the caller reuses, so
+    videos came out with pixels that were never generated. Converting here, while the caller's
+    array is alive, hands the encoder a frame of its own.
+    """
+    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+    return frame.reformat(format=pix_fmt)
