@@ -88,7 +88,7 @@ def child(args: argparse.Namespace) -> None:
     from soul.generate import build_request, run_generate
 
     request = build_request(
-        image=Path(args.image), audio=[Path(args.audio)], output=Path(args.output), steps=args.steps, seed=0,
+        preset="tiny", image=Path(args.image), audio=[Path(args.audio)], output=Path(args.output), steps=args.steps, seed=0,
         resume=False, codebook=not args.no_codebook,
     )
     result = run_generate(request)

@@ -29,12 +29,11 @@ from soul.media.audio import load_audio
 from soul.media.video import read_video
 from soul.miniature.drift import drift_curves
 from soul.miniature.lipsync import score_lipsync
-from soul.miniature.portrait import FaceParams, draw_face, random_face
+from soul.miniature.portrait import HELD_OUT_SEED, FaceParams, draw_face, random_face
 from soul.miniature.speech import synthesize_babble
 from soul.miniature.speech_pool import HELD_OUT_SPEECH
 
 SHARED_MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "media"
-HELD_OUT_FACE = 1_000_000
 PROMPT = "a drawn person talking to the camera, head and shoulders"
 WINDOW_SECONDS = 10.0
 LIPSYNC_SECONDS = 60.0
@@ -45,7 +44,7 @@ def held_out_speech(seconds: float, seed: int, media: Path = SHARED_MEDIA) -> tu
     n = int(round(seconds * 16_000))
     tracks = [load_audio(media / f, 16_000).samples for f in HELD_OUT_SPEECH if (media / f).is_file()]
     if not tracks:
-        return synthesize_babble(seconds, 16_000, seed=HELD_OUT_FACE + seed), "babble"
+        return synthesize_babble(seconds, 16_000, seed=HELD_OUT_SEED + seed), "babble"
     return np.resize(np.concatenate(tracks), n).astype(np.float32), "+".join(HELD_OUT_SPEECH)
 
 
@@ -62,14 +61,14 @@ def measure(video: Path, face: FaceParams, audio: np.ndarray) -> dict:
 def run(preset: str, seconds: float, seed: int, out: Path, checkpoint: Path | None, steps: int | None) -> dict:
     """Generate with codebook on and off, measure both, write OUT/drift.json."""
     out.mkdir(parents=True, exist_ok=True)
-    face = random_face(HELD_OUT_FACE + seed)
+    face = random_face(HELD_OUT_SEED + seed)
     portrait = out / "portrait.png"
     draw_face(face, 512).save(portrait)
     audio, source = held_out_speech(seconds, seed)
     speech = out / "speech.wav"
     sf.write(speech, audio, 16_000)
     result: dict = {"preset": preset, "checkpoint": str(checkpoint) if checkpoint else None, "steps": steps,
-                    "seconds": seconds, "seed": seed, "face_seed": HELD_OUT_FACE + seed, "audio": source, "runs": {}}
+                    "seconds": seconds, "seed": seed, "face_seed": HELD_OUT_SEED + seed, "audio": source, "runs": {}}
     for codebook in (True, False):
         name = "on" if codebook else "off"
         video = out / f"codebook-{name}.mp4"

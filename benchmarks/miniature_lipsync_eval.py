@@ -23,12 +23,11 @@ import torch
 from soul.media.audio import load_audio
 from soul.miniature.clips import draw_clip
 from soul.miniature.lipsync import score_lipsync, score_mismatched
-from soul.miniature.portrait import draw_face, random_face
+from soul.miniature.portrait import HELD_OUT_SEED, draw_face, random_face
 from soul.miniature.speech import synthesize_babble
 from soul.miniature.speech_pool import HELD_OUT_SPEECH
 from soul.sampling.pipeline import SoulPipeline
 
-HELD_OUT = 1_000_000
 SHARED_MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "media"
 CAPTION = "a drawn person talking to the camera, head and shoulders"
 
@@ -52,7 +51,7 @@ def evaluate(pipe: SoulPipeline, faces: int, steps: int, frames: int = 81, audio
     fps = float(pipe.config.sampling.fps)
     seconds = frames / fps
     n_audio = int(round(seconds * 16000))
-    tracks: dict[str, list[np.ndarray]] = {"babble": [synthesize_babble(seconds, seed=HELD_OUT + 500 + i) for i in range(faces)]}
+    tracks: dict[str, list[np.ndarray]] = {"babble": [synthesize_babble(seconds, seed=HELD_OUT_SEED + 500 + i) for i in range(faces)]}
     # Held-out recordings only (never chopped into training clips), a different stretch per face.
     held = [load_audio(SHARED_MEDIA / f, 16000).samples for f in HELD_OUT_SPEECH if (SHARED_MEDIA / f).is_file()]
     if held:
@@ -63,7 +62,7 @@ def evaluate(pipe: SoulPipeline, faces: int, steps: int, frames: int = 81, audio
     for kind, audios in tracks.items():
         own, mismatched, lags = [], [], []
         for i, audio in enumerate(audios):
-            seed = HELD_OUT + i
+            seed = HELD_OUT_SEED + i
             video = generate(pipe, seed, audio, frames, steps, audio_scale)
             s = score_lipsync(video, random_face(seed), audio, fps, skip_frames=1)
             own.append(s.r)
@@ -75,7 +74,7 @@ def evaluate(pipe: SoulPipeline, faces: int, steps: int, frames: int = 81, audio
 
     ceiling = []
     for i in range(faces):
-        clip = draw_clip(HELD_OUT + i, seconds, fps, pipe.config.sampling.width)
+        clip = draw_clip(HELD_OUT_SEED + i, seconds, fps, pipe.config.sampling.width)
         video = torch.from_numpy(clip.frames[:frames]).float().div(127.5).sub(1).permute(3, 0, 1, 2)[None]
         with torch.no_grad():
             rec = decode_latents(pipe.vae, encode_frames(pipe.vae, video))

@@ -71,7 +71,7 @@ def test_suite_errors(tmp_path: Path) -> None:
 
 def test_parse_method() -> None:
     assert parse_method("soul:mini", None).preset == "mini"
-    assert parse_method("soul", None).name == "soul-tiny"
+    assert parse_method("soul", None).name == "soul-wan22-ti2v-5b"  # the real model, never noise by default
     with pytest.raises(InputError):
         parse_method("soul", "x {image} {audio} {output}")
     with pytest.raises(InputError, match="lacks"):

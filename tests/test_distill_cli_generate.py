@@ -48,7 +48,7 @@ def test_generate_with_the_light_decoder(media: Path, tmp_path: Path) -> None:
 
     outputs = {}
     for vae in ("full", "light"):
-        req = build_request(image=media / "portraits" / "hallo_6.jpg", audio=[media / "audio" / "wan_prompt_16k_mono.wav"],
+        req = build_request(preset="tiny", image=media / "portraits" / "hallo_6.jpg", audio=[media / "audio" / "wan_prompt_16k_mono.wav"],
                             output=tmp_path / f"{vae}.mp4", steps=2, vae=vae)
         run_generate(req)
         outputs[vae] = read_video(tmp_path / f"{vae}.mp4").read_all()

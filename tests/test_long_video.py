@@ -123,7 +123,7 @@ def test_prefix_reaches_the_model_as_latents(media: Path, tmp_path: Path, monkey
         if record["index"] == 0:
             chunks.append(long_video.ResumeState.load_chunk(_state(out), 0))
 
-    req = build_request(image=media / PORTRAIT, audio=[audio], output=out, steps=2, chunk_frames=21, motion_latents=2, codebook=False)
+    req = build_request(preset="tiny", image=media / PORTRAIT, audio=[audio], output=out, steps=2, chunk_frames=21, motion_latents=2, codebook=False)
     res = run_generate(req, on_chunk=grab)
     assert len(res.chunks) >= 2 and len(encodes) == 1
     first = chunks[0]  # [C, 6, h, w]: anchor + 5 sampled latents
@@ -145,7 +145,7 @@ def _state(out: Path):  # type: ignore[no-untyped-def]
 
 def test_crash_then_rerun_gives_identical_frames_and_never_a_partial_output(media: Path, tmp_path: Path) -> None:
     audio = write_wav(tmp_path / "a.wav", speech(media, 7.0))
-    fields = dict(image=media / PORTRAIT, audio=[audio], steps=2, chunk_frames=33, seed=5)
+    fields = dict(preset="tiny", image=media / PORTRAIT, audio=[audio], steps=2, chunk_frames=33, seed=5)
     ref = run_generate(build_request(output=tmp_path / "ref.mp4", **fields))
     assert [c["resumed"] for c in ref.chunks] == [False] * len(ref.chunks) and len(ref.chunks) >= 3
     assert not state_dir_for(tmp_path / "ref.mp4").exists()  # cleaned up after success
@@ -183,7 +183,7 @@ def test_crash_then_rerun_gives_identical_frames_and_never_a_partial_output(medi
 
 def test_sigkill_at_a_random_moment_then_rerun_matches_uninterrupted(media: Path, tmp_path: Path) -> None:
     audio = write_wav(tmp_path / "a.wav", speech(media, 12.0))
-    common = ["-m", "soul", "generate", "--image", str(media / PORTRAIT), "--audio", str(audio), "--steps", "2",
+    common = ["-m", "soul", "generate", "--preset", "tiny", "--image", str(media / PORTRAIT), "--audio", str(audio), "--steps", "2",
               "--chunk-frames", "33", "--seed", "11", "--json"]
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
 
@@ -214,7 +214,7 @@ def test_sigkill_at_a_random_moment_then_rerun_matches_uninterrupted(media: Path
 def test_sixty_seconds_of_audio_give_sixty_seconds_of_video(media: Path, tmp_path: Path) -> None:
     audio = write_wav(tmp_path / "minute.wav", speech(media, 60.0))
     out = tmp_path / "minute.mp4"
-    res = run_generate(build_request(image=media / PORTRAIT, audio=[audio], output=out, steps=1, guidance=False))
+    res = run_generate(build_request(preset="tiny", image=media / PORTRAIT, audio=[audio], output=out, steps=1, guidance=False))
     video = read_video(out)
     assert video.has_audio
     assert abs(video.num_frames / video.fps - 60.0) <= 1 / video.fps
@@ -233,7 +233,7 @@ def test_two_people_across_chunks(media: Path, tmp_path: Path) -> None:
     Image.fromarray(left).save(tmp_path / "l.png")
     Image.fromarray(right).save(tmp_path / "r.png")
     res = run_generate(build_request(
-        image=media / PORTRAIT, audio=[a, b], masks=[tmp_path / "l.png", tmp_path / "r.png"], output=tmp_path / "duo.mp4",
+        preset="tiny", image=media / PORTRAIT, audio=[a, b], masks=[tmp_path / "l.png", tmp_path / "r.png"], output=tmp_path / "duo.mp4",
         steps=1, chunk_frames=33,
     ))
     assert res.info["num_streams"] == 2 and len(res.chunks) >= 2
@@ -242,7 +242,7 @@ def test_two_people_across_chunks(media: Path, tmp_path: Path) -> None:
 
 def test_long_video_options_are_checked(media: Path, tmp_path: Path) -> None:
     audio = write_wav(tmp_path / "a.wav", speech(media, 3.0))
-    base = dict(image=media / PORTRAIT, audio=[audio], output=tmp_path / "x.mp4")
+    base = dict(preset="tiny", image=media / PORTRAIT, audio=[audio], output=tmp_path / "x.mp4")
     with pytest.raises(InputError, match="maximum"):
         run_generate(build_request(max_duration=2.0, **base))
     with pytest.raises(InputError, match="motion"):

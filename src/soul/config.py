@@ -233,6 +233,9 @@ class SoulConfig(_Section):
     # .json); `soul generate` loads them when no --checkpoint is given. None: random weights when
     # hub.backbone is null, else a downloaded --checkpoint is required.
     weights: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    # What portraits the weights know: "drawn" for the miniature world's flat-colour faces (a
+    # photo gives a meaningless video, so generation warns), "any" for models of real people.
+    portraits: Literal["any", "drawn"] = "any"
     transformer: TransformerConfig
     vae: VAEConfig
     text_encoder: TextEncoderConfig

@@ -35,3 +35,7 @@ class RuntimeFailure(SoulError):
     """Soul itself could not finish (a model, a device, a disk); exit code 1."""
 
     exit_code = 1
+
+
+class SoulWarning(UserWarning):
+    """Output will be produced but is not what a user may think: the CLI prints it as one line."""

@@ -15,6 +15,7 @@ import math
 import os
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,7 +24,8 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from soul.errors import InputError
+from soul.analysis.drawing import looks_drawn
+from soul.errors import InputError, SoulWarning
 from soul.media.audio import Audio
 from soul.media.image import load_image
 
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 
 ProgressFn = Callable[[int, int], None]
 MUX_SAMPLE_RATE = 48_000
+DEFAULT_PRESET = "wan22-ti2v-5b"
 
 
 class GenerateRequest(BaseModel):
@@ -45,7 +48,9 @@ class GenerateRequest(BaseModel):
     prompt: str = ""
     negative_prompt: str = ""
     output: Path
-    preset: str = "tiny"
+    # The real model by default: without weights it stops in seconds and says how to get them,
+    # instead of quietly rendering noise from a toy preset.
+    preset: str = DEFAULT_PRESET
     checkpoint: Path | None = None
     height: int | None = None
     width: int | None = None
@@ -207,6 +212,9 @@ def _run(
     if request.motion_latents > chunk_latents - 2:
         raise InputError("--motion-latents", f"{request.motion_latents} does not fit chunks of {chunk_latents} latent frames", f"use 0..{chunk_latents - 2}")
     frames = video_frames_for_duration(inputs.duration, fps)
+    notes = generation_warnings(request, config, inputs.image)
+    for note in notes:
+        warnings.warn(SoulWarning(note), stacklevel=2)
     sampler, vae = resolved(request.sampler, config.sampling.sampler), resolved(request.vae, config.sampling.vae)
     # Explicit request values first (--sigmas, then --steps), then the preset's sigmas, then its steps:
     # `--steps 8` on a fast preset asks for 8 shifted steps, not for the preset's 4 levels.
@@ -277,6 +285,7 @@ def _run(
         "guidance": guidance.enabled,
         "passes_per_step": guidance.num_passes(),
         "num_streams": len(request.audio),
+        "warnings": notes,
         **result.info,
     }
     return GenerateResult(
@@ -296,6 +305,22 @@ def _run(
 
 
 _T = TypeVar("_T")
+
+
+def generation_warnings(request: GenerateRequest, config: SoulConfig, image: Any) -> list[str]:
+    """What the user must know before trusting the video: random weights, or a portrait the weights never saw."""
+    notes = []
+    if request.checkpoint is None and config.weights is None and config.hub.backbone is None:
+        notes.append(
+            f"preset {config.name} has RANDOM weights: the video is noise, for tests and smoke runs "
+            "(a real video: --preset wan22-ti2v-5b with --checkpoint; the drawn miniature world: --preset mini)"
+        )
+    if config.portraits == "drawn" and not looks_drawn(image):
+        notes.append(
+            f"{request.image}: preset {config.name} knows only the miniature world's drawn faces and this portrait "
+            "is not one, so the video will not look like it (photos need --preset wan22-ti2v-5b with --checkpoint)"
+        )
+    return notes
 
 
 def resolved(value: _T | None, default: _T) -> _T:

@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from soul.bench.suite import Case, load_suite, output_for
 from soul.errors import InputError, SoulError
+from soul.generate import DEFAULT_PRESET
 
 ProgressFn = Callable[[str, int, int, str], None]
 
@@ -47,7 +48,7 @@ def parse_method(method: str | None, command: str | None, *, name: str | None = 
     kind, _, preset = str(method).partition(":")
     if kind != "soul":
         raise InputError("--method", f"unknown method {method!r}", "use soul, soul:PRESET, or --method-cmd for other systems")
-    preset = preset or "tiny"
+    preset = preset or DEFAULT_PRESET
     return Method(name=name or f"soul-{preset}", preset=preset, seed=seed)
 
 

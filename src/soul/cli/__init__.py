@@ -9,9 +9,10 @@ stderr and the documented exit codes (2 bad input, 1 runtime failure) with no tr
 from __future__ import annotations
 
 import sys
+import warnings
 
 from soul.cli.app import app, state
-from soul.errors import SoulError
+from soul.errors import SoulError, SoulWarning
 
 # Command modules register themselves on `app` at import time.
 from soul.cli import generate as _generate  # noqa: F401,E402
@@ -30,6 +31,8 @@ def main(argv: list[str] | None = None) -> None:
     import typer
     from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError  # typer vendors click
 
+    warnings.simplefilter("always", SoulWarning)
+    warnings.showwarning = _show_warning
     try:
         code = app(args=argv, standalone_mode=False)
     except SoulError as err:
@@ -55,3 +58,14 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     if isinstance(code, int) and code:
         sys.exit(code)
+
+
+_default_showwarning = warnings.showwarning
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *args: object, **kwargs: object) -> None:
+    """Soul's warnings as one line on stderr, like its errors; others as Python prints them."""
+    if issubclass(category, SoulWarning):
+        print(f"warning: {message}", file=sys.stderr)
+    else:
+        _default_showwarning(message, category, *args, **kwargs)  # type: ignore[arg-type]

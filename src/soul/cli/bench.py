@@ -46,7 +46,7 @@ def make_suite(
     help=(
         "Generate <id>.mp4 for every case into --out with one method. Finished cases are skipped, so an "
         "interrupted run continues when started again (--force redoes them).\n\n"
-        "  --method soul[:PRESET]  Soul itself (default preset tiny).\n\n"
+        "  --method soul[:PRESET]  Soul itself (default preset wan22-ti2v-5b, which needs downloaded weights; soul:mini for the shipped miniature model, soul:tiny for random weights).\n\n"
         "  --method-cmd TEMPLATE   any system: {image} {audio} {prompt} {output} (and {id}) are filled in, shell-quoted."
     ),
 )

@@ -9,10 +9,6 @@ import typer
 
 from soul.cli.app import app, state
 
-RANDOM_WEIGHTS_NOTE = (
-    "note: the tiny preset has RANDOM weights, so the video shows noise-like motion, not a talking face; "
-    "it proves the whole path (face, speech, audio encoder, diffusion transformer, VAE, MP4) runs end to end."
-)
 MINI_MISSING_NOTE = "the trained miniature weights are not installed (docs/miniature.md), so the demo uses the tiny preset"
 DEFAULT_SECONDS = 20.0
 PROMPT = "a drawn person talking to the camera, head and shoulders"
@@ -39,7 +35,7 @@ def default_preset() -> tuple[str, str]:
 def demo(
     audio: Path = typer.Option(None, "--audio", "-a", help="Speech to use instead of synthesised babble (cut to --seconds when given)."),
     seconds: float = typer.Option(None, "--seconds", help=f"Length in seconds (default {DEFAULT_SECONDS:.0f}, or the whole --audio)."),
-    seed: int = typer.Option(0, "--seed", help="Seed for the face, the speech and the sampling."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the face, the speech and the sampling; faces and speech come from the held-out range (face_seed = 1,000,000 + seed), never from training."),
     out: Path = typer.Option(Path("outputs/demo"), "--out", help="Output directory."),
     preset: str = typer.Option(None, "--preset", help="mini (trained, the default when installed), mini-fast (distilled), or tiny (random weights)."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
@@ -50,7 +46,7 @@ def demo(
     from soul.errors import InputError
     from soul.generate import build_request, run_generate
     from soul.media.audio import load_audio
-    from soul.miniature.portrait import draw_face, random_face
+    from soul.miniature.portrait import HELD_OUT_SEED, draw_face, random_face
     from soul.miniature.speech import synthesize_babble
 
     note = ""
@@ -59,12 +55,13 @@ def demo(
     if seconds is not None and not seconds > 0:
         raise InputError(f"--seconds {seconds}", "must be positive", f"e.g. --seconds {DEFAULT_SECONDS:.0f}")
     out.mkdir(parents=True, exist_ok=True)
-    face = random_face(seed)
+    face_seed = HELD_OUT_SEED + seed  # a person (and babble) no training clip was drawn from
+    face = random_face(face_seed)
     portrait = out / "portrait.png"
     draw_face(face, size=512).save(portrait)
     speech = out / "speech.wav"
     if audio is None:
-        sf.write(speech, synthesize_babble(seconds or DEFAULT_SECONDS, 16_000, seed=seed), 16_000)
+        sf.write(speech, synthesize_babble(seconds or DEFAULT_SECONDS, 16_000, seed=face_seed), 16_000)
     elif seconds is not None:
         samples = load_audio(audio, 16_000, normalize=False).samples
         sf.write(speech, samples[: int(round(seconds * 16_000))], 16_000)
@@ -80,9 +77,10 @@ def demo(
         **scores,
         "portrait": str(portrait),
         "audio": str(speech),
+        "face_seed": face_seed,
         "face": face.as_dict(),
         "weights": weights,
-        "note": "; ".join(n for n in (note, RANDOM_WEIGHTS_NOTE if weights == "random" else "") if n),
+        "note": "; ".join(n for n in (note, *result.info["warnings"]) if n),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_jsonable))
     if json_out:
@@ -97,8 +95,8 @@ def demo(
     if len(drift["start_seconds"]) > 1:
         typer.echo(f"drift vs the first {drift['window_seconds']:.0f} s: identity {drift['identity_end']:.4f}, colour {drift['colour_end']:.2f} dE (last window)")
     typer.echo(f"flicker: {scores['flicker']:.3f}")
-    if summary["note"]:
-        typer.echo(summary["note"])
+    if note:
+        typer.echo(note)
 
 
 def score_demo(video_path: Path, face: object, speech: Path, seed: int) -> dict:

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from soul.cli.app import app, state
+from soul.generate import DEFAULT_PRESET
 
 
 @app.command(
@@ -36,7 +37,7 @@ def generate(
     output: Path = typer.Option(..., "--output", "-o", help="Output .mp4 path."),
     prompt: str = typer.Option("", "--prompt", "-p", help="What the video shows (scene, framing, emotion)."),
     negative_prompt: str = typer.Option("", "--negative-prompt", help="What to steer away from."),
-    preset: str = typer.Option("tiny", "--preset", help="Model preset: tiny (random toy weights), mini / mini-fast (shipped miniature weights), wan22-ti2v-5b / wan22-ti2v-5b-fast (need --checkpoint), or a YAML file."),
+    preset: str = typer.Option(DEFAULT_PRESET, "--preset", help="Model preset: wan22-ti2v-5b (the default) / wan22-ti2v-5b-fast (need --checkpoint), mini / mini-fast (shipped miniature weights, drawn faces only), tiny (random weights: noise, for tests), or a YAML file."),
     checkpoint: Path = typer.Option(None, "--checkpoint", help="Directory in the Wan2.2-TI2V-5B-Diffusers layout, plus Soul's layers."),
     height: int = typer.Option(None, "--height", help="Output height in px (multiple of 32 for the 5B model)."),
     width: int = typer.Option(None, "--width", help="Output width in px."),

@@ -32,8 +32,7 @@ import torch
 from diffusers import AutoencoderKLWan
 
 from soul.miniature.clips import DrawnClip, draw_clip
-
-HELD_OUT_SEED = 1_000_000  # held-out clips use seeds from here up; training seeds stay below
+from soul.miniature.portrait import HELD_OUT_SEED
 
 
 @dataclass
