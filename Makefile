@@ -28,6 +28,7 @@ lock: install
 	$(PY) scripts/lock.py $(EXTRAS)
 
 test: install
+	$(VENV)/bin/lint-imports --no-cache  # the package graph (contracts in pyproject.toml, docs/CONTRACTS.md)
 	$(PY) -m pytest -q
 
 demo: install

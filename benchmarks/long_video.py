@@ -85,7 +85,7 @@ def child(args: argparse.Namespace) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from soul.generate import build_request, run_generate
+    from soul.jobs.generate import build_request, run_generate
 
     request = build_request(
         preset="tiny", image=Path(args.image), audio=[Path(args.audio)], output=Path(args.output), steps=args.steps, seed=0,

@@ -2,7 +2,7 @@
 
 A held-out drawn face is animated for `--seconds` (default 300) by held-out real speech
 (shared/media/audio/hallo_3.wav and wan_talk.wav, looped; synthesised babble when shared media is
-absent), through the real generation path (`soul.generate.run_generate`: chunks, motion prefix,
+absent), through the real generation path (`soul.jobs.generate.run_generate`: chunks, motion prefix,
 pivotal anchor, streaming MP4; the preset's shipped weights or `--checkpoint`), once with codebook
 replacement on and once off, same seed. Each MP4 is read back and measured per 10 s window
 against the first 10 s (`soul.miniature.drift.drift_curves`: identity distance, face-box colour
@@ -24,7 +24,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from soul.generate import build_request, run_generate
+from soul.jobs.generate import build_request, run_generate
 from soul.media.audio import load_audio
 from soul.media.video import read_video
 from soul.miniature.drift import drift_curves

@@ -23,7 +23,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from soul.generate import build_request, run_generate
+from soul.jobs.generate import build_request, run_generate
 from soul.media.audio import load_audio
 from soul.media.video import read_video
 from soul.miniature.drift import distance_to_portrait, drift_curves

@@ -26,7 +26,7 @@ from soul.miniature.lipsync import score_lipsync, score_mismatched
 from soul.miniature.portrait import HELD_OUT_SEED, draw_face, random_face
 from soul.miniature.speech import synthesize_babble
 from soul.miniature.speech_pool import HELD_OUT_SPEECH
-from soul.sampling.pipeline import SoulPipeline
+from soul.pipelines.soul_pipeline import SoulPipeline
 
 SHARED_MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "media"
 CAPTION = "a drawn person talking to the camera, head and shoulders"

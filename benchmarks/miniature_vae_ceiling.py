@@ -19,7 +19,7 @@ from diffusers import AutoencoderKLWan
 from soul.miniature.clips import draw_clip
 from soul.miniature.lipsync import score_lipsync
 from soul.miniature.portrait import HELD_OUT_SEED
-from soul.training.vae_trainer import mouth_mask, psnr, reconstruct, to_tensor
+from soul.miniature.vae_trainer import mouth_mask, psnr, reconstruct, to_tensor
 
 
 def main() -> None:

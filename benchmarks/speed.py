@@ -37,7 +37,7 @@ import torch
 
 from soul.config import SamplingConfig, SoulConfig, load_preset
 from soul.models.vae import decode_latents
-from soul.sampling.pipeline import SoulPipeline
+from soul.pipelines.soul_pipeline import SoulPipeline
 
 CONFIGS = ("tiny", "mini", "scaled-5b")
 FAST_PRESETS = {"tiny": "mini-fast", "mini": "mini-fast", "scaled-5b": "wan22-ti2v-5b-fast"}
@@ -75,7 +75,8 @@ def build(name: str) -> tuple[SoulPipeline, str]:
     quarter-width scaled VAE).
     """
     if name == "mini":
-        from soul.miniature.model import has_shipped_weights, load_shipped_pipeline
+        from soul.models.shipped import has_shipped_weights
+        from soul.pipelines.shipped import load_shipped_pipeline
 
         if has_shipped_weights("mini-fast"):
             return load_shipped_pipeline("mini-fast"), "shipped mini-fast"

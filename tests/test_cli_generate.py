@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from soul.cli import main
-from soul.generate import build_request, run_generate
+from soul.jobs.generate import build_request, run_generate
 from soul.media.video import read_video
 
 
@@ -82,7 +82,7 @@ def test_bad_generate_inputs_exit_2(media: Path, tmp_path: Path, case: str, need
     talk, prompt16 = media / "audio" / "wan_talk.wav", media / "audio" / "wan_prompt_16k_mono.wav"
     out = tmp_path / "out.mp4"
     if case == "missing_checkpoint_files":
-        from soul.sampling.pipeline import SoulPipeline
+        from soul.pipelines.soul_pipeline import SoulPipeline
 
         SoulPipeline.from_preset("tiny").save_pretrained(tmp_path / "ckpt")
         for weights in (tmp_path / "ckpt" / "transformer").glob("*.safetensors"):
@@ -142,7 +142,7 @@ def test_random_weights_and_foreign_portraits_are_announced(media: Path, tmp_pat
 
 def test_mini_presets_warn_only_for_portraits_they_never_saw(media: Path, tmp_path: Path) -> None:
     from soul.config import load_preset
-    from soul.generate import generation_warnings
+    from soul.jobs.generate import generation_warnings
     from soul.media.image import load_image
     from soul.miniature.portrait import HELD_OUT_SEED, draw_face, random_face
 

@@ -12,7 +12,7 @@ import torch
 
 from soul.miniature.clips import write_clip_shards
 from soul.sampling.guidance import Conditions, Guidance
-from soul.sampling.pipeline import denoise_chunk
+from soul.sampling.loop import denoise_chunk
 from soul.sampling.schedules import distilled_sigmas, flow_sigmas
 from soul.training.distill import CFGDistiller, DistillCFGConfig, DistillStepsConfig, StepDistiller, load_distill_config
 

@@ -24,7 +24,7 @@ def _inputs(tmp_path: Path) -> tuple[Path, Path]:
 
 def test_generate_with_the_distilled_schedule_and_no_guidance(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     image, audio = _inputs(tmp_path)
-    main(["generate", "--image", str(image), "--audio", str(audio), "-o", str(tmp_path / "fast.mp4"), "--sigmas", "1,0.75,0.5,0.25",
+    main(["generate", "--preset", "tiny", "--image", str(image), "--audio", str(audio), "-o", str(tmp_path / "fast.mp4"), "--sigmas", "1,0.75,0.5,0.25",
           "--sampler", "x0", "--guidance", "off", "--json"])
     summary = json.loads(capsys.readouterr().out)
     info = summary["info"] if "info" in summary else summary
@@ -37,13 +37,13 @@ def test_generate_with_the_distilled_schedule_and_no_guidance(tmp_path: Path, ca
 def test_bad_fast_path_options_are_input_errors(tmp_path: Path, args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     image, audio = _inputs(tmp_path)
     with pytest.raises(SystemExit) as exc:
-        main(["generate", "--image", str(image), "--audio", str(audio), "-o", str(tmp_path / "x.mp4"), *args])
+        main(["generate", "--preset", "tiny", "--image", str(image), "--audio", str(audio), "-o", str(tmp_path / "x.mp4"), *args])
     assert exc.value.code == 2
     assert "error:" in capsys.readouterr().err
 
 
 def test_generate_with_the_light_decoder(media: Path, tmp_path: Path) -> None:
-    from soul.generate import build_request, run_generate
+    from soul.jobs.generate import build_request, run_generate
     from soul.media.video import read_video
 
     outputs = {}

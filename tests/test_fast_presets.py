@@ -18,9 +18,11 @@ from PIL import Image
 
 from soul.config import available_presets, load_preset, merge_presets
 from soul.errors import InputError
-from soul.generate import build_request, run_generate
-from soul.miniature.model import has_shipped_weights, load_shipped_pipeline, pack, shipped_files
-from soul.sampling.pipeline import SoulPipeline
+from soul.jobs.generate import build_request, run_generate
+from soul.miniature.model import pack
+from soul.models.shipped import has_shipped_weights, shipped_files
+from soul.pipelines.shipped import load_shipped_pipeline
+from soul.pipelines.soul_pipeline import SoulPipeline
 from soul.sampling.schedules import distilled_sigmas
 
 torch.set_num_threads(1)

@@ -129,7 +129,7 @@ def test_preset_sizing_keeps_the_light_decoder_small() -> None:
 def test_pipeline_light_vae_option(tmp_path: Path) -> None:
     import numpy as np
 
-    from soul.sampling.pipeline import SoulPipeline
+    from soul.pipelines.soul_pipeline import SoulPipeline
 
     pipe = SoulPipeline.from_preset("tiny", seed=0)
     args = dict(image=np.full((64, 64, 3), 128, np.uint8), audio=np.zeros(16000, np.float32), prompt="p", num_frames=9, num_inference_steps=2, sampler="euler")
@@ -151,10 +151,12 @@ def test_pipeline_light_vae_option(tmp_path: Path) -> None:
 
 
 def test_distilled_light_decoder_approaches_the_full_decoder(tmp_path: Path) -> None:
+    from soul.miniature.clips import draw_clip
     from soul.training.distill_vae import DistillVAEConfig, VAEDistiller
 
     cfg = DistillVAEConfig(preset="tiny", num_clips=4, eval_clips=2, max_steps=30, checkpoint_every=15, lr=2e-3, output=str(tmp_path / "run"))
-    distiller = VAEDistiller(cfg)
+    drawn = lambda seed: draw_clip(seed, cfg.seconds, cfg.fps, cfg.size).frames  # noqa: E731
+    distiller = VAEDistiller(cfg, drawn)
     before = distiller.evaluate()["eval_psnr_vs_full"]
     history = distiller.train()
     after = history[-1]["eval_psnr_vs_full"]
@@ -163,5 +165,5 @@ def test_distilled_light_decoder_approaches_the_full_decoder(tmp_path: Path) -> 
     saved = LightDecoder.from_pretrained(tmp_path / "run" / "light_vae")
     with torch.no_grad():
         assert torch.equal(saved(distiller.eval_latents), distiller.student.eval()(distiller.eval_latents))
-    resumed = VAEDistiller(cfg.model_copy(update={"max_steps": 32}), resume=True)
+    resumed = VAEDistiller(cfg.model_copy(update={"max_steps": 32}), drawn, resume=True)
     assert resumed.step == 30

@@ -18,12 +18,13 @@ import torch
 from PIL import Image
 
 from soul.errors import InputError
-from soul.generate import build_request, run_generate
+from soul.jobs.generate import build_request, run_generate
 from soul.media.audio import load_audio
 from soul.media.video import read_video
 from soul.models.vae import StreamingDecoder, build_vae, decode_latents
-from soul.sampling.long_video import ChunkAudio, chunk_seed, plan_chunks
-from soul.sampling.resume import state_dir_for
+from soul.pipelines.long_video import ChunkAudio
+from soul.sampling.chunks import chunk_seed, plan_chunks
+from soul.jobs.resume import state_dir_for
 
 PORTRAIT = "portraits/hallo_6.jpg"
 
@@ -97,7 +98,8 @@ def test_chunk_audio_is_read_by_absolute_time(media: Path) -> None:
 def test_prefix_reaches_the_model_as_latents(media: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Chunk 1's clean prefix is [anchor | last M latents of chunk 0], bit-exact, never re-encoded."""
     from soul.models.transformer import SoulTransformer3DModel
-    from soul.sampling import long_video
+    from soul.jobs.resume import ResumeState
+    from soul.pipelines.soul_pipeline import SoulPipeline
 
     seen: list[tuple[torch.Tensor, torch.Tensor | None]] = []
     original = SoulTransformer3DModel.forward
@@ -108,20 +110,20 @@ def test_prefix_reaches_the_model_as_latents(media: Path, tmp_path: Path, monkey
 
     monkeypatch.setattr(SoulTransformer3DModel, "forward", spy)
     encodes = []
-    real_encode = long_video.SoulPipeline.encode_image
+    real_encode = SoulPipeline.encode_image
 
     def count_encode(self, *a, **k):  # type: ignore[no-untyped-def]
         encodes.append(1)
         return real_encode(self, *a, **k)
 
-    monkeypatch.setattr(long_video.SoulPipeline, "encode_image", count_encode)
+    monkeypatch.setattr(SoulPipeline, "encode_image", count_encode)
     audio = write_wav(tmp_path / "a.wav", speech(media, 6.0))
     chunks: list[torch.Tensor] = []
     out = tmp_path / "o.mp4"
 
     def grab(record: dict) -> None:
         if record["index"] == 0:
-            chunks.append(long_video.ResumeState.load_chunk(_state(out), 0))
+            chunks.append(ResumeState.load_chunk(_state(out), 0))
 
     req = build_request(preset="tiny", image=media / PORTRAIT, audio=[audio], output=out, steps=2, chunk_frames=21, motion_latents=2, codebook=False)
     res = run_generate(req, on_chunk=grab)
@@ -137,7 +139,7 @@ def test_prefix_reaches_the_model_as_latents(media: Path, tmp_path: Path, monkey
 
 
 def _state(out: Path):  # type: ignore[no-untyped-def]
-    from soul.sampling.resume import ResumeState
+    from soul.jobs.resume import ResumeState
 
     data = json.loads((state_dir_for(out) / "progress.json").read_text())
     return ResumeState(state_dir_for(out), data["fingerprint"], data["chunks"])
@@ -253,8 +255,8 @@ def test_long_video_options_are_checked(media: Path, tmp_path: Path) -> None:
 
 
 def test_python_api_streams_frames_of_any_length(media: Path) -> None:
-    from soul.sampling.long_video import LongVideoOptions, long_video
-    from soul.sampling.pipeline import SoulPipeline
+    from soul.pipelines.long_video import LongVideoOptions, long_video
+    from soul.pipelines.soul_pipeline import SoulPipeline
 
     pipe = SoulPipeline.from_preset("tiny")
     track = speech(media, 4.0).astype(np.float32)

@@ -11,7 +11,7 @@ import pytest
 from soul.errors import InputError
 from soul.media.audio import Audio, load_audio, normalize_loudness
 from soul.media.video import read_video, write_video
-from soul.sampling.streaming import FileSamples, loudness_normalize_, mix_spooled, spool_audio, track_stats
+from soul.media.spool import FileSamples, loudness_normalize_, mix_spooled, spool_audio, track_stats
 
 
 def test_spooled_track_equals_load_audio_and_loudness_matches(media: Path, tmp_path: Path) -> None:

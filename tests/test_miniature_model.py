@@ -11,8 +11,10 @@ import torch
 from diffusers import AutoencoderKLWan
 
 from soul.config import load_preset
-from soul.miniature.model import assemble, export_run, has_shipped_weights, load_mini_pipeline, pack
-from soul.training.vae_trainer import VAETrainConfig, build_mini_vae, evaluate, inflate_image_vae, latent_statistics, train_vae
+from soul.miniature.model import assemble, export_run, pack
+from soul.models.shipped import has_shipped_weights
+from soul.pipelines.shipped import load_shipped_pipeline
+from soul.miniature.vae_trainer import VAETrainConfig, build_mini_vae, evaluate, inflate_image_vae, latent_statistics, train_vae
 from soul.miniature.clips import draw_clip
 
 torch.set_num_threads(1)
@@ -82,7 +84,7 @@ def test_pack_and_load_round_trip(tmp_path: Path) -> None:
     vae.save_pretrained(tmp_path / "vae")
     ckpt = assemble(tmp_path / "vae", tmp_path / "init")
     # a fake run: one checkpoint that changes one transformer weight
-    from soul.sampling.pipeline import SoulPipeline
+    from soul.pipelines.soul_pipeline import SoulPipeline
     from safetensors.torch import save_file
 
     pipe = SoulPipeline.from_pretrained(ckpt, torch_dtype=torch.float32)
@@ -92,7 +94,7 @@ def test_pack_and_load_round_trip(tmp_path: Path) -> None:
     exported = export_run(ckpt, tmp_path / "run", tmp_path / "export")
     weights = pack(exported, tmp_path / "weights", {"note": "test"})
     assert weights.stat().st_size < 30e6 and has_shipped_weights("mini", tmp_path / "weights")
-    loaded = load_mini_pipeline(tmp_path / "weights")
+    loaded = load_shipped_pipeline("mini", tmp_path / "weights")
     assert loaded.vae.config.latents_std[0] == 2.0
     assert loaded.light_vae is None  # assemble keeps no random light decoder, so none is shipped
     got = dict(loaded.transformer.named_parameters())[name]

@@ -18,7 +18,8 @@ from soul.errors import InputError
 from soul.media.audio import Audio
 from soul.sampling.guidance import Conditions, Guidance
 from soul.sampling.layout import latent_layout, token_timesteps
-from soul.sampling.pipeline import SoulPipeline, denoise_chunk
+from soul.pipelines.soul_pipeline import SoulPipeline
+from soul.sampling.loop import denoise_chunk
 from soul.sampling.schedules import distilled_sigmas, flow_sigmas
 
 FRAMES, SIZE, FPS = 17, 64, 16

@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from soul.media.video import read_video
-from soul.miniature.model import WEIGHTS_DIR, has_shipped_weights, load_shipped_pipeline, shipped_files
+from soul.models.shipped import WEIGHTS_DIR, has_shipped_weights, shipped_files
+from soul.pipelines.shipped import load_shipped_pipeline
 from soul.miniature.portrait import HELD_OUT_SEED
 
 

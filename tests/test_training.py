@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -99,7 +100,10 @@ def test_ddp_gradients_equal_single_process(drawn_data: Path, tmp_path: Path) ->
     single = tmp_path / "single.safetensors"
     subprocess.run([sys.executable, str(script), str(drawn_data), str(single), "2"], check=True, env=env, timeout=300)
     multi = tmp_path / "multi.safetensors"
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533"]
+    with socket.socket() as probe:  # a free port: a fixed one can still be held by an earlier run
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)]
     res = subprocess.run([*torchrun, str(script), str(drawn_data), str(multi), "1"], env=env, timeout=300, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-3000:]
     a, b = load_file(str(single)), load_file(str(multi))
@@ -117,7 +121,7 @@ def test_lora_stage_trains_adapters_and_audio_layers(drawn_data: Path, tmp_path:
     history = trainer.train()
     assert len(history) == 2 and all(h["loss"] == h["loss"] for h in history)
     # the export is a plain Soul checkpoint with the adapters fused in: same outputs, no lora keys
-    from soul.sampling.pipeline import SoulPipeline
+    from soul.pipelines.soul_pipeline import SoulPipeline
 
     exported = SoulPipeline.from_pretrained(tmp_path / "lora" / "export", preset="tiny", torch_dtype=torch.float32).transformer
     assert not any("lora" in k for k in exported.state_dict())

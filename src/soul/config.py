@@ -229,7 +229,7 @@ class SoulConfig(_Section):
     """One preset: every model Soul builds plus its sampling defaults."""
 
     name: str
-    # Trained weights shipped inside the package (soul/miniature/weights/<weights>.safetensors and
+    # Trained weights shipped inside the package (soul/models/weights/<weights>.safetensors and
     # .json); `soul generate` loads them when no --checkpoint is given. None: random weights when
     # hub.backbone is null, else a downloaded --checkpoint is required.
     weights: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")

@@ -1,6 +1,6 @@
 """`soul bench run`: generate every case of a suite with one method, resumably.
 
-A method is Soul at a preset (`soul` or `soul:tiny`, through `soul.generate.run_generate`) or any
+A method is Soul at a preset (`soul` or `soul:tiny`, through `soul.jobs.generate.run_generate`) or any
 external command template with `{image}`, `{audio}`, `{prompt}` and `{output}` placeholders (shell
 quoted), so other systems are compared on the same inputs. The method writes to a temporary
 `<id>.partial.mp4` that is renamed to `<id>.mp4` only on success, so an interrupted run never leaves
@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from soul.bench.suite import Case, load_suite, output_for
 from soul.errors import InputError, SoulError
-from soul.generate import DEFAULT_PRESET
+from soul.jobs.generate import DEFAULT_PRESET
 
 ProgressFn = Callable[[str, int, int, str], None]
 
@@ -64,7 +64,7 @@ def _run_one(method: Method, case: Case, target: Path) -> None:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
             raise RuntimeError(f"command exited {proc.returncode}: {' | '.join(tail)[:500]}")
         return
-    from soul.generate import build_request, run_generate
+    from soul.jobs.generate import build_request, run_generate
 
     run_generate(build_request(image=case.image, audio=[case.audio], prompt=case.prompt, output=target,
                                preset=method.preset, seed=method.seed))

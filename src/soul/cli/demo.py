@@ -16,7 +16,7 @@ PROMPT = "a drawn person talking to the camera, head and shoulders"
 
 def default_preset() -> tuple[str, str]:
     """The trained miniature model when its weights ship with the package, else the random tiny one."""
-    from soul.miniature.model import has_shipped_weights
+    from soul.models.shipped import has_shipped_weights
 
     return ("mini", "") if has_shipped_weights("mini") else ("tiny", MINI_MISSING_NOTE)
 
@@ -44,7 +44,7 @@ def demo(
 
     from soul.cli.progress import step_progress
     from soul.errors import InputError
-    from soul.generate import build_request, run_generate
+    from soul.jobs.generate import build_request, run_generate
     from soul.media.audio import load_audio
     from soul.miniature.portrait import HELD_OUT_SEED, draw_face, random_face
     from soul.miniature.speech import synthesize_babble

@@ -45,10 +45,11 @@ def vae_cmd(
     """
     from soul.cli.progress import step_progress
     from soul.training.config import load_yaml_config
+    from soul.miniature.clips import draw_clip
     from soul.training.distill_vae import LIGHT_VAE_OUTPUT, DistillVAEConfig, VAEDistiller
 
     cfg = load_yaml_config(config, DistillVAEConfig, {"max_steps": max_steps, "output": str(output) if output else None}, example="configs/distill/tiny-vae.yaml")
-    distiller = VAEDistiller(cfg, resume=resume)
+    distiller = VAEDistiller(cfg, lambda seed: draw_clip(seed, cfg.seconds, cfg.fps, cfg.size).frames, resume=resume)
     with step_progress("distilling light VAE", enabled=not (state.quiet or json_out)) as progress:
         history = distiller.train(progress=progress)
     last = history[-1] if history else {}

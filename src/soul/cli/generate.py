@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from soul.cli.app import app, state
-from soul.generate import DEFAULT_PRESET
+from soul.jobs.generate import DEFAULT_PRESET
 
 
 @app.command(
@@ -65,7 +65,7 @@ def generate(
 ) -> None:
     from soul.cli.progress import step_progress
     from soul.errors import InputError
-    from soul.generate import build_request, run_generate
+    from soul.jobs.generate import build_request, run_generate
 
     if codebook not in ("on", "off"):
         raise InputError("--codebook", f"{codebook!r}", "use --codebook on or --codebook off")

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from soul.generate import ProgressFn
+from soul.jobs.generate import ProgressFn
 
 
 @contextmanager

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from diffusers import AutoencoderKLWan
 
@@ -153,3 +154,9 @@ class StreamingDecoder:
                 out = unpatchify(out, patch_size=self.vae.config.patch_size)
             outs.append(out.clamp(-1.0, 1.0))
         return torch.cat(outs, dim=2)
+
+
+def frames_to_uint8(video: torch.Tensor) -> np.ndarray:
+    """VAE output ``[1, 3, T, H, W]`` in [-1, 1] -> ``[T, H, W, 3]`` uint8."""
+    x = ((video[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(1, 2, 3, 0).contiguous().cpu().numpy()

@@ -94,7 +94,7 @@ class _Distiller(Trainer):
             self._resume()
 
     def _teacher_velocity(self) -> Any:
-        from soul.sampling.pipeline import as_velocity_model
+        from soul.sampling.loop import as_velocity_model
 
         return as_velocity_model(self.teacher)
 

@@ -3,8 +3,8 @@
 The light decoder (``soul.models.light_vae``) replaces the full decoder only at decode time, so
 what it must match is the full decoder's output on the latents the pipeline produces, not the
 original pixels: targets are ``decode_latents(full_vae, z)`` for the same ``z``. Latents come from
-encoding drawn talking clips (``soul.miniature.clips.draw_clip``) with the preset's (or
-checkpoint's) VAE; the pool is encoded and decoded once up front because the full VAE is frozen.
+encoding clips given by a ``ClipSource`` (``soul distill vae`` passes the miniature world's drawn
+talking clips) with the preset's (or checkpoint's) VAE; the pool is encoded and decoded once up front because the full VAE is frozen.
 A small Gaussian perturbation of the latents (``latent_noise``) can be enabled so the decoder also
 sees latents off the encoder's manifold, as sampled latents are; the full decoder is then re-run
 on the perturbed latents for the targets.
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,9 @@ from soul.training.checkpointing import CheckpointManager, rng_state, set_rng_st
 from soul.training.metrics import MetricsLogger
 
 LIGHT_VAE_OUTPUT = "light_vae"
+
+ClipSource = Callable[[int], np.ndarray]
+"""Frames ``[T, H, W, 3]`` uint8 of the clip with a given seed (at the config's size and fps)."""
 
 
 class DistillVAEConfig(BaseModel):
@@ -77,10 +81,9 @@ def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 class VAEDistiller:
     """Builds teacher (full VAE), student (light decoder) and the latent pool; ``train()`` runs."""
 
-    def __init__(self, cfg: DistillVAEConfig, resume: bool = False) -> None:
-        from soul.miniature.clips import draw_clip
+    def __init__(self, cfg: DistillVAEConfig, clips: ClipSource, resume: bool = False) -> None:
         from soul.models.vae import decode_latents, encode_frames
-        from soul.sampling.pipeline import SoulPipeline
+        from soul.pipelines.soul_pipeline import SoulPipeline
 
         self.cfg = cfg
         self.output = Path(cfg.output)
@@ -105,8 +108,7 @@ class VAEDistiller:
             zs, targets = [], []
             with torch.no_grad():
                 for k in range(count):
-                    clip = draw_clip(seed0 + k, cfg.seconds, cfg.fps, cfg.size)
-                    video = torch.from_numpy(clip.frames[: cfg.num_frames]).float().div(127.5).sub(1).permute(3, 0, 1, 2)[None]
+                    video = torch.from_numpy(clips(seed0 + k)[: cfg.num_frames]).float().div(127.5).sub(1).permute(3, 0, 1, 2)[None]
                     z = encode_frames(self.vae, video)
                     zs.append(z)
                     targets.append(decode_latents(self.vae, z))

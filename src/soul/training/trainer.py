@@ -92,7 +92,7 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, output: str | Path | None = None, resume: bool = False) -> None:
         from soul.models.transformer import SOUL_PREFIXES
-        from soul.sampling.pipeline import SoulPipeline
+        from soul.pipelines.soul_pipeline import SoulPipeline
 
         self.cfg = cfg
         self.ctx = init_distributed()
@@ -361,7 +361,7 @@ class Trainer:
             full = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         if not self.ctx.is_main:
             return None
-        from soul.sampling.pipeline import SoulPipeline
+        from soul.pipelines.soul_pipeline import SoulPipeline
 
         source = self.transformer
         if full is not None:

@@ -6,8 +6,8 @@ the first (long video), three-pass text/audio guidance and audio features per la
 mechanics follow diffusers' ``expand_timesteps=True`` path exactly: the portrait's normalised latent
 replaces latent frame 0 before every step and after the loop, and its tokens carry timestep 0.
 
-``denoise_chunk`` is the loop itself, free of any pixels or encoders, so the long-video layer can
-lay out ``[anchor | motion prefix | noisy]`` chunks and call it once per chunk.
+The loop itself is ``soul.sampling.loop.denoise_chunk``, free of any pixels or encoders, so the
+long-video driver can lay out ``[anchor | motion prefix | noisy]`` chunks and call it once per chunk.
 
 Components are Soul's wrappers (text and audio encoders with their processors), which diffusers'
 ``DiffusionPipeline`` loader cannot describe in ``model_index.json``; so this class implements
@@ -41,13 +41,11 @@ from soul.models.checkpoint import SOUL_DIR, check_transformer_files, load_trans
 from soul.models.person_masks import person_masks_for
 from soul.models.text_encoder import SoulTextEncoder
 from soul.models.transformer import SoulTransformer3DModel, build_transformer
-from soul.models.vae import StreamingDecoder, build_vae, decode_latents, encode_frames, load_vae
-from soul.sampling.guidance import Conditions, Guidance, GuidancePass, VelocityModel, guided_velocity
-from soul.sampling.layout import LatentLayout, audio_frame_mask, latent_layout, token_timesteps
-from soul.sampling.schedules import SAMPLERS, make_sampler, resolve_sigmas
-
-StepCallback = Callable[[int, int, torch.Tensor], None]
-"""``callback(step, total, latents)`` after every sampler step (step counts from 1)."""
+from soul.models.vae import StreamingDecoder, build_vae, decode_latents, encode_frames, frames_to_uint8, load_vae
+from soul.sampling.guidance import Conditions, Guidance, GuidancePass
+from soul.sampling.layout import LatentLayout, latent_layout
+from soul.sampling.loop import StepCallback, denoise_chunk
+from soul.sampling.schedules import SAMPLERS, resolve_sigmas
 
 PRESET_FILE = "preset.yaml"
 AUDIO_ENCODER_DIR = "audio_encoder"
@@ -65,101 +63,6 @@ class SoulOutput:
     latents: torch.Tensor
     fps: float
     info: dict[str, Any] = field(default_factory=dict)
-
-
-# --------------------------------------------------------------------------------------- the loop
-
-
-def as_velocity_model(transformer: torch.nn.Module) -> VelocityModel:
-    """Adapt the transformer to the guidance interface: inputs cast to its dtype, float32 out.
-
-    The compute dtype is the patch embedding's: Wan keeps some tables in float32 even in a bf16
-    model, so "the first parameter" can be the wrong answer.
-    """
-    embed = getattr(transformer, "patch_embedding", None)
-    param = embed.weight if isinstance(embed, torch.nn.Module) else next(transformer.parameters())
-
-    def velocity(
-        *,
-        hidden_states: torch.Tensor,
-        timestep: torch.Tensor,
-        encoder_hidden_states: torch.Tensor,
-        audio_features: torch.Tensor | None = None,
-        **extra: Any,
-    ) -> torch.Tensor:
-        out = transformer(
-            hidden_states=hidden_states.to(param.device, param.dtype),
-            timestep=timestep.to(param.device),
-            encoder_hidden_states=encoder_hidden_states.to(param.device, param.dtype),
-            audio_features=None if audio_features is None else audio_features.to(param.device, param.dtype),
-            return_dict=False,
-            **{k: (v.to(param.device) if isinstance(v, torch.Tensor) else v) for k, v in extra.items()},
-        )
-        return out[0].float()
-
-    return velocity
-
-
-def denoise_chunk(
-    transformer: torch.nn.Module,
-    latents: torch.Tensor,
-    prefix: torch.Tensor,
-    conditions: Conditions,
-    sigmas: torch.Tensor,
-    *,
-    guidance: Guidance | None = None,
-    sampler: str = "euler",
-    generator: torch.Generator | None = None,
-    batched_guidance: bool = False,
-    callback: StepCallback | None = None,
-) -> torch.Tensor:
-    """Denoise one chunk whose first ``P`` latent frames are clean and given.
-
-    - ``latents``: ``[B, C, F, h, w]`` starting latents for the whole chunk (noise at ``sigmas[0]``);
-      the first ``P`` frames are overwritten by ``prefix``.
-    - ``prefix``: ``[B, C, P, h, w]`` clean normalised latents, ``P >= 1``: the anchor (portrait)
-      then any motion frames. They get timestep 0 and no audio, and are re-imposed before every
-      step and after the loop, so the result starts with exactly ``prefix``.
-    - ``conditions``: text / negative-text embeddings, audio features ``[B, N, F, W, L, D]`` for
-      the whole chunk (or None) and ``extra={"audio_masks": [B, N, h, w]}`` when needed; the
-      audio frame mask is added here from ``P``.
-    - ``sigmas``: the schedule, ending at 0 (``schedules.resolve_sigmas``).
-
-    Returns the denoised chunk ``[B, C, F, h, w]`` (float32, normalised latents). Runs under the
-    caller's grad mode, so trainers (e.g. distillation) can backpropagate through it.
-    """
-    guidance = guidance or Guidance()
-    if latents.ndim != 5 or prefix.ndim != 5:
-        raise ValueError(f"latents {tuple(latents.shape)} and prefix {tuple(prefix.shape)} must be [B, C, F, h, w]")
-    b, c, f, h, w = latents.shape
-    p = prefix.shape[2]
-    if (prefix.shape[0], prefix.shape[1], prefix.shape[3], prefix.shape[4]) != (b, c, h, w) or not 1 <= p <= f:
-        raise ValueError(f"prefix {tuple(prefix.shape)} does not fit latents {tuple(latents.shape)} (need 1 <= P <= F)")
-    if conditions.audio is not None and (conditions.audio.shape[0], conditions.audio.shape[2]) != (b, f):
-        raise ValueError(f"audio features {tuple(conditions.audio.shape)} must be [B={b}, N, F={f}, ...]")
-    patch = tuple(int(x) for x in transformer.config.patch_size)
-
-    device = latents.device
-    extra = dict(conditions.extra)
-    extra["audio_frame_mask"] = audio_frame_mask(f, p, b, device) if conditions.audio is not None else None
-    conds = Conditions(text=conditions.text, null_text=conditions.null_text, audio=conditions.audio, extra=extra)
-    model = as_velocity_model(transformer)
-    prefix = prefix.to(device=device, dtype=torch.float32)
-    run = make_sampler(sampler, sigmas, generator)
-
-    x = latents.float().clone()
-    x[:, :, :p] = prefix
-    for i in range(run.num_steps):
-        t = token_timesteps(run.timestep(i), (f, h, w), patch, p, b, device)
-        v = guided_velocity(model, x, t, conds, guidance, batched=batched_guidance)
-        x = run.step(v, i, x)
-        x[:, :, :p] = prefix
-        if callback is not None:
-            callback(i + 1, run.num_steps, x)
-    return x
-
-
-# ------------------------------------------------------------------------------------ pipeline
 
 
 def _to_pil(image: Image.Image | np.ndarray) -> Image.Image:
@@ -191,12 +94,6 @@ def _audio_streams(audio: np.ndarray | Audio | Sequence[np.ndarray | Audio] | No
             raise InputError(f"audio[{n}]", "contains NaN or infinite samples", "fix or re-load the audio file")
         out.append(arr.astype(np.float32, copy=False))
     return out
-
-
-def _frames_to_uint8(video: torch.Tensor) -> np.ndarray:
-    """VAE output ``[1, 3, T, H, W]`` in [-1, 1] -> ``[T, H, W, 3]`` uint8."""
-    x = ((video[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(1, 2, 3, 0).contiguous().cpu().numpy()
 
 
 class SoulPipeline:
@@ -414,7 +311,8 @@ class SoulPipeline:
         """Where computation runs (the offload target when offloading)."""
         return self._offload_device or next(self.transformer.parameters()).device
 
-    def _activate(self, name: str) -> None:
+    def activate(self, name: str) -> None:
+        """With CPU offload, bring component `name` to the GPU and park the others (no-op otherwise)."""
         if self._offload_device is None:
             return
         for other, module in self._modules().items():
@@ -424,13 +322,13 @@ class SoulPipeline:
 
     def encode_prompt(self, prompts: list[str]) -> torch.Tensor:
         """umT5 embeddings ``[B, L, D]`` padded to the preset's text length."""
-        self._activate("text_encoder")
+        self.activate("text_encoder")
         with torch.no_grad():
             return self.text_encoder.encode(prompts, max_length=self.config.text_encoder.max_length).to(self.device)
 
     def encode_audio(self, streams: list[np.ndarray], num_frames: int, fps: float) -> torch.Tensor:
         """Windowed wav2vec2 features ``[1, N, F_lat, W, L, D]`` aligned to the video frames."""
-        self._activate("audio_encoder")
+        self.activate("audio_encoder")
         with torch.no_grad():
             feats = self.audio_encoder.encode_streams(streams, fps=fps, num_frames=num_frames)
         return feats.unsqueeze(0).float().to(self.device)
@@ -440,7 +338,7 @@ class SoulPipeline:
         fitted = fit_image(image, width, height)
         pixels = torch.from_numpy(np.asarray(fitted, dtype=np.float32) / 127.5 - 1.0)
         pixels = pixels.permute(2, 0, 1)[None, :, None]
-        self._activate("vae")
+        self.activate("vae")
         with torch.no_grad():
             return encode_frames(self.vae, pixels).float().to(self.device)
 
@@ -464,10 +362,10 @@ class SoulPipeline:
         with torch.no_grad():
             if vae == "light":
                 light = self._light()
-                self._activate("light_vae")
-                return _frames_to_uint8(light(latents))
-            self._activate("vae")
-            return _frames_to_uint8(decode_latents(self.vae, latents))
+                self.activate("light_vae")
+                return frames_to_uint8(light(latents))
+            self.activate("vae")
+            return frames_to_uint8(decode_latents(self.vae, latents))
 
     def streaming_decoder(self, vae: Literal["full", "light"] = "full") -> StreamingDecoder | LightStreamingDecoder:
         """A decoder for latents that arrive chunk by chunk (long video); both kinds have ``push``."""
@@ -475,7 +373,8 @@ class SoulPipeline:
             raise InputError("vae", f"{vae!r}", "use 'full' or 'light'")
         return self._light().stream() if vae == "light" else StreamingDecoder(self.vae)
 
-    def _masks(self, image: Image.Image, person_masks: np.ndarray | None, streams: int, layout: LatentLayout) -> torch.Tensor | None:
+    def person_mask_tokens(self, image: Image.Image, person_masks: np.ndarray | None, streams: int, layout: LatentLayout) -> torch.Tensor | None:
+        """Each audio stream's region at latent resolution ``[1, N, h, w]`` (None for one person)."""
         size = (layout.latent_height, layout.latent_width)
         if person_masks is None:
             if streams == 1:
@@ -593,12 +492,12 @@ class SoulPipeline:
         text = self.encode_prompt([prompt])
         null_text = self.encode_prompt([negative_prompt]) if {GuidancePass.UNCOND, GuidancePass.AUDIO} & set(weights) else None
         feats = self.encode_audio(streams, layout.num_frames, fps)
-        masks = self._masks(pil, person_masks, len(streams), layout)
+        masks = self.person_mask_tokens(pil, person_masks, len(streams), layout)
         anchor = self.encode_image(pil, width, height)
 
         shape = (1, cfg.vae.z_dim, *layout.latent_shape)
         noise = randn_tensor(shape, generator=generator, device=generator.device, dtype=torch.float32).to(self.device)
-        self._activate("transformer")
+        self.activate("transformer")
         latents = denoise_chunk(
             self.transformer,
             noise,
@@ -631,12 +530,12 @@ class SoulPipeline:
         return SoulOutput(frames=frames, latents=latents, fps=fps, info=info)
 
     def long_video(self, *args: Any, **kwargs: Any) -> Any:
-        """Audio of any length, in chunks, frames streamed to ``sink``: see ``soul.sampling.long_video.long_video``.
+        """Audio of any length, in chunks, frames streamed to ``sink``: see ``soul.pipelines.long_video.long_video``.
 
         ``__call__`` makes one chunk (what the model sees at once); this is the long-video path
         (anchor + motion prefix per chunk, codebook drift control, streaming decode).
         """
-        from soul.sampling.long_video import long_video
+        from soul.pipelines.long_video import long_video
 
         return long_video(self, *args, **kwargs)
 

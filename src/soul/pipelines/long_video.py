@@ -31,7 +31,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -42,13 +42,32 @@ from soul.models.audio_encoder import SoulAudioEncoder, latent_frame_windows, re
 from soul.sampling.codebook import LatentCodebook
 from soul.sampling.guidance import Conditions, Guidance, GuidancePass
 from soul.sampling.layout import latent_layout
-from soul.sampling.pipeline import SoulPipeline, _frames_to_uint8, denoise_chunk
-from soul.sampling.resume import ResumeState
-from soul.sampling.streaming import track_stats
+from soul.sampling.chunks import TEMPORAL, ChunkPlan, chunk_seed, plan_chunks
+from soul.sampling.loop import denoise_chunk
+from soul.media.spool import track_stats
+from soul.models.vae import frames_to_uint8
 
-TEMPORAL = 4
+if TYPE_CHECKING:  # the driver only calls the pipeline's stage methods
+    from soul.pipelines.soul_pipeline import SoulPipeline
+
 DEFAULT_MOTION_LATENTS = 2
 DEFAULT_MAX_DURATION = 1800.0
+
+class ChunkStore(Protocol):
+    """Where finished chunks are kept so a re-run can resume (``soul.jobs.resume.ResumeState``).
+
+    A protocol, so the driver needs nothing from the job layer above it.
+    """
+
+    chunks: list[dict[str, Any]]
+
+    @property
+    def num_done(self) -> int: ...
+
+    def load_chunk(self, index: int) -> torch.Tensor: ...
+
+    def save_chunk(self, index: int, latents: torch.Tensor, record: dict[str, Any]) -> None: ...
+
 
 FramesSink = Callable[[np.ndarray], None]
 """Receives uint8 frames ``[T, H, W, 3]`` in order, as soon as they are decoded."""
@@ -74,70 +93,6 @@ class LongVideoOptions:
     codebook_quantile: float = 0.02
     max_duration: float = DEFAULT_MAX_DURATION
     vae: str = "full"  # "full" (Wan2.2 decoder) or "light" (the distilled causal decoder)
-
-
-@dataclass(frozen=True)
-class ChunkPlan:
-    """One chunk of the latent sequence.
-
-    ``first_latent`` is the global index of the chunk's first new latent and ``new_latents`` how
-    many it adds; ``motion`` is ``M`` for this chunk (0 for chunk 0). Chunk 0 also contributes the
-    anchor latent itself (global latent 0 = the portrait frame).
-    """
-
-    index: int
-    first_latent: int
-    new_latents: int
-    motion: int
-
-    @property
-    def model_latents(self) -> int:
-        """Latent frames the transformer sees: anchor + motion + new."""
-        return 1 + self.motion + self.new_latents
-
-    @property
-    def video_start(self) -> int:
-        """Absolute video frame of the chunk's first new frame (chunk 0 starts at the portrait frame)."""
-        return 0 if self.index == 0 else TEMPORAL * self.first_latent - (TEMPORAL - 1)
-
-    @property
-    def video_frames(self) -> int:
-        """Video frames the chunk adds to the sequence (before the final cut to the audio length)."""
-        return 1 + TEMPORAL * self.new_latents if self.index == 0 else TEMPORAL * self.new_latents
-
-
-def plan_chunks(total_latents: int, chunk_latents: int, motion: int) -> list[ChunkPlan]:
-    """Split a sequence of ``total_latents`` into chunks of at most ``chunk_latents`` model frames.
-
-    Every chunk but possibly the last adds ``chunk_latents - 1 - motion`` new latents; the last one
-    is shorter rather than sampling frames past the audio.
-    """
-    if total_latents < 1:
-        raise ValueError("total_latents must be >= 1")
-    if chunk_latents < 2:
-        raise InputError("chunk_frames", f"{chunk_latents} latent frame(s) per chunk", "use at least 5 frames per chunk")
-    if not 0 <= motion <= chunk_latents - 2:
-        raise InputError("motion_latents", f"{motion} does not fit chunks of {chunk_latents} latent frames", f"use 0..{chunk_latents - 2}")
-    first = min(chunk_latents, total_latents)
-    plans = [ChunkPlan(0, 1, first - 1, 0)]
-    step = chunk_latents - 1 - motion
-    done = first
-    while done < total_latents:
-        n = min(step, total_latents - done)
-        plans.append(ChunkPlan(len(plans), done, n, motion))
-        done += n
-    return plans
-
-
-def chunk_seed(seed: int, index: int) -> int:
-    """The noise seed of chunk ``index``: chunk 0 uses ``seed`` itself, later chunks a mixed value.
-
-    A pure function of (seed, index), so a resumed run draws the same noise as an uninterrupted one.
-    """
-    if index == 0:
-        return int(seed)
-    state = np.random.SeedSequence([int(seed) & (2**63 - 1), int(index)]).generate_state(2, np.uint32)
-    return int((int(state[0]) << 31) ^ int(state[1])) & (2**63 - 1)
 
 
 class ChunkAudio:
@@ -210,7 +165,7 @@ def generate_long_video(
     person_masks: torch.Tensor | None = None,
     sampler: str = "euler",
     options: LongVideoOptions | None = None,
-    state: ResumeState | None = None,
+    state: ChunkStore | None = None,
     batched_guidance: bool = False,
     progress: Callable[[int, int], None] | None = None,
     on_chunk: ChunkCallback | None = None,
@@ -259,8 +214,8 @@ def generate_long_video(
 
     def emit(latents: torch.Tensor) -> int:
         nonlocal emitted
-        pipe._activate("vae")
-        frames = _frames_to_uint8(decoder.push(latents))
+        pipe.activate("vae")
+        frames = frames_to_uint8(decoder.push(latents))
         frames = frames[: max(0, video_frames - emitted)]
         if frames.shape[0]:
             sink(frames)
@@ -299,7 +254,7 @@ def generate_long_video(
                 if progress:
                     progress(base + i, total_steps)
 
-            pipe._activate("transformer")
+            pipe.activate("transformer")
             with torch.no_grad():
                 out = denoise_chunk(
                     pipe.transformer, noise, prefix,
@@ -392,7 +347,7 @@ def prepare_conditions(
     pil = pil.convert("RGB")
     text = pipe.encode_prompt([prompt])
     null_text = pipe.encode_prompt([negative_prompt]) if needs_null_text(guidance) else None
-    masks = pipe._masks(pil, person_masks, num_streams, layout)
+    masks = pipe.person_mask_tokens(pil, person_masks, num_streams, layout)
     anchor = pipe.encode_image(pil, width, height)
     return ChunkConditions(anchor=anchor, text=text, null_text=null_text, person_masks=masks)
 
@@ -417,13 +372,13 @@ def long_video(
     guidance: bool = True,
     person_masks: np.ndarray | None = None,
     options: LongVideoOptions | None = None,
-    state: ResumeState | None = None,
+    state: ChunkStore | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> LongVideoResult:
     """Python API for audio of any length: 16 kHz mono track(s) in, frames streamed to ``sink``.
 
     Defaults come from the preset's ``sampling`` section; the video has the audio's length to the
-    frame. ``soul.generate.run_generate`` is the same path from files to an MP4 (with resume).
+    frame. ``soul.jobs.generate.run_generate`` is the same path from files to an MP4 (with resume).
     """
     from soul.models.audio_encoder import SAMPLE_RATE, video_frames_for_duration
     from soul.sampling.schedules import resolve_sigmas
@@ -463,13 +418,11 @@ def long_video(
 __all__ = [
     "ChunkAudio",
     "ChunkConditions",
-    "ChunkPlan",
+    "ChunkStore",
     "LongVideoOptions",
     "LongVideoResult",
-    "chunk_seed",
     "generate_long_video",
     "long_video",
     "needs_null_text",
-    "plan_chunks",
     "prepare_conditions",
 ]

@@ -294,7 +294,7 @@ def train_vae(cfg: VAETrainConfig, out: str | Path, log: bool = True) -> dict[st
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m soul.training.vae_trainer OUT [--minutes M] [--steps N]`: train the mini VAE."""
+    """`python -m soul.miniature.vae_trainer OUT [--minutes M] [--steps N]`: train the mini VAE."""
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("out", type=Path)
     parser.add_argument("--steps", type=int, default=VAETrainConfig.max_steps)

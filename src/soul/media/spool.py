@@ -180,7 +180,7 @@ def mix_spooled(tracks: list[SpooledAudio], directory: Path, sample_rate: int) -
     """Several speakers' soundtracks -> one stereo track, summed and limited, streamed on disk.
 
     Mono tracks go to both channels. If the sum would clip, the whole mix is scaled so its peak
-    is 0.99 (a first pass finds the peak), as ``soul.generate`` always did in memory.
+    is 0.99 (a first pass finds the peak), as ``soul.jobs.generate`` always did in memory.
     """
     if any(t.sample_rate != sample_rate for t in tracks):
         raise ValueError("tracks must share the sample rate")

@@ -3,7 +3,7 @@
 Every input is read and validated before any model is built, so a bad file costs a second, not a
 model load; the MP4 is written atomically, so a failure never leaves a file that looks finished.
 
-Audio of any length up to ``max_duration`` is generated in chunks (``soul.sampling.long_video``):
+Audio of any length up to ``max_duration`` is generated in chunks (``soul.pipelines.long_video``):
 frames stream into the MP4 writer as chunks finish, and chunk latents are saved beside the output
 (``OUT.mp4.soul-partial/``) so re-running the same command after a crash continues from the last
 finished chunk. A clip that fits one chunk is simply a run with one chunk.
@@ -31,7 +31,7 @@ from soul.media.image import load_image
 
 if TYPE_CHECKING:
     from soul.config import SoulConfig
-    from soul.sampling.pipeline import SoulPipeline
+    from soul.pipelines.soul_pipeline import SoulPipeline
 
 ProgressFn = Callable[[int, int], None]
 MUX_SAMPLE_RATE = 48_000
@@ -122,11 +122,11 @@ class PreparedInputs:
 def prepare_inputs(request: GenerateRequest, workdir: Path) -> PreparedInputs:
     """Read and validate every input file before anything expensive happens.
 
-    Audio is decoded frame by frame into raw files in ``workdir`` (``soul.sampling.streaming``):
+    Audio is decoded frame by frame into raw files in ``workdir`` (``soul.media.spool``):
     the model's 16 kHz tracks are then held once, loudness-normalised in place, and the MP4's
     soundtrack is read from disk as the video is written, so a 30-minute input costs little memory.
     """
-    from soul.sampling.streaming import FileSamples, loudness_normalize_, mix_spooled, spool_audio
+    from soul.media.spool import FileSamples, loudness_normalize_, mix_spooled, spool_audio
 
     if request.output.suffix.lower() != ".mp4":
         raise InputError(request.output, "output must be an .mp4 file", "name the output like result.mp4")
@@ -164,7 +164,7 @@ def run_generate(
     in place; with `request.resume` (the default) a previous run of the same request continues from
     its last finished chunk. `on_chunk` receives each chunk's summary record as it finishes.
     """
-    from soul.sampling.resume import remove_stale_work_dirs
+    from soul.jobs.resume import remove_stale_work_dirs
 
     start = time.perf_counter()
     # Decoded audio lives beside the output (same disk, found again and removed if a killed run
@@ -186,8 +186,8 @@ def _run(
     from soul.config import load_preset
     from soul.media.video import VideoWriter
     from soul.sampling.guidance import Guidance
-    from soul.sampling.long_video import LongVideoOptions, generate_long_video, prepare_conditions
-    from soul.sampling.resume import ResumeState, fingerprint, remove_stale_writer_files
+    from soul.pipelines.long_video import LongVideoOptions, generate_long_video, prepare_conditions
+    from soul.jobs.resume import ResumeState, fingerprint, remove_stale_writer_files
     from soul.sampling.schedules import resolve_sigmas
 
     config = load_preset(request.preset)
@@ -346,13 +346,14 @@ def _load_pipeline(request: GenerateRequest, config: SoulConfig) -> tuple[SoulPi
     """
     import torch
 
-    from soul.sampling.pipeline import SoulPipeline
+    from soul.pipelines.soul_pipeline import SoulPipeline
 
     if request.checkpoint is not None:
         pipe = SoulPipeline.from_pretrained(request.checkpoint, preset=config, torch_dtype=getattr(torch, request.dtype), device=request.device)
         return pipe, sorted(p for p in Path(request.checkpoint).rglob("*.json") if p.is_file())
     if config.weights is not None:
-        from soul.miniature.model import load_shipped_pipeline, shipped_files
+        from soul.models.shipped import shipped_files
+        from soul.pipelines.shipped import load_shipped_pipeline
 
         pipe = load_shipped_pipeline(config.weights, device=request.device, preset=config)
         return pipe, list(shipped_files(config.weights))

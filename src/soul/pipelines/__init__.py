@@ -1,0 +1,1 @@
+"""soul.pipelines: SoulPipeline and the long-video driver (they sequence the maths of soul.sampling)."""
