@@ -91,7 +91,7 @@ class StageTimer:
         self.seconds: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
         self._wrap(pipe, "encode_prompt", "text")
-        self._wrap(pipe, "encode_audio", "audio")
+        self._wrap(pipe.audio_encoder, "encode", "audio")  # wav2vec2 over each stretch of audio a chunk reads
         self._wrap(pipe, "encode_image", "vae")
         self._wrap(pipe, "decode", "vae")
         self._wrap(pipe.transformer, "forward", "transformer")

@@ -121,3 +121,44 @@ def test_cli_distill_vae_writes_a_loadable_decoder(tmp_path: Path, capsys: pytes
     summary = json.loads(capsys.readouterr().out)
     assert summary["step"] == 3 and summary["eval_psnr_vs_full"] is not None
     LightDecoder.from_pretrained(summary["output"])
+
+
+def _inline_teacher_solution(trainer: StepDistiller, x: torch.Tensor, sigma: float, s: object) -> torch.Tensor:
+    """The teacher loop as distill.py wrote it before it called ``denoise_chunk``: the reference."""
+    from soul.sampling.guidance import guided_velocity
+    from soul.sampling.layout import token_timesteps
+    from soul.sampling.loop import as_velocity_model
+    from soul.sampling.schedules import EulerSampler
+
+    teacher = as_velocity_model(trainer.teacher)
+    patch = tuple(int(v) for v in trainer.transformer.config.patch_size)
+    run = EulerSampler(torch.linspace(sigma, 0.0, trainer.teacher_steps + 1, dtype=torch.float64))
+    x = x.clone()
+    p = s.prefix
+    for i in range(run.num_steps):
+        t = token_timesteps(run.sigma(i) * 1000, s.shape, patch, p, 1, trainer.device)
+        v = guided_velocity(teacher, x, t, s.conds, trainer.teacher_guidance)
+        x = run.step(v, i, x)
+        x[:, :, :p] = s.x0[:, :, :p]
+    return x
+
+
+@pytest.mark.parametrize("teacher_guidance", [True, False])
+def test_teacher_solution_is_the_inference_loop(drawn_data: Path, tmp_path: Path, teacher_guidance: bool) -> None:
+    cfg = DistillStepsConfig(**_base(drawn_data, tmp_path / "teacher"), teacher_steps=3, teacher_guidance=teacher_guidance)
+    trainer = StepDistiller(cfg)
+    with torch.no_grad():  # move the student away from the teacher: running the student by mistake would show
+        for p in trainer.transformer.parameters():
+            p.add_(0.01)
+    prefixes = set()
+    for index in range(6):
+        s = trainer._prepare(trainer.load_samples([index])[0], index)
+        prefixes.add(s.prefix)
+        sigma = trainer.sigmas[index % len(trainer.sigmas)]
+        x = s.noised(torch.randn(s.x0.shape, generator=torch.Generator().manual_seed(index)), sigma)
+        got = trainer.teacher_solution(x, sigma, s)
+        want = _inline_teacher_solution(trainer, x, sigma, s)
+        assert torch.equal(got, want), float((got - want).abs().max())
+        assert torch.equal(got[:, :, : s.prefix], s.x0[:, :, : s.prefix])
+        assert (got - x).abs().max() > 1e-3  # the teacher moved the noisy frames
+    assert prefixes == {1, 2}  # both prefix lengths the sampler sees were checked

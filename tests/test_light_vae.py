@@ -167,3 +167,23 @@ def test_distilled_light_decoder_approaches_the_full_decoder(tmp_path: Path) -> 
         assert torch.equal(saved(distiller.eval_latents), distiller.student.eval()(distiller.eval_latents))
     resumed = VAEDistiller(cfg.model_copy(update={"max_steps": 32}), drawn, resume=True)
     assert resumed.step == 30
+
+
+def test_one_psnr_for_the_light_decoder_and_the_miniature_vae() -> None:
+    import math
+
+    import torch.nn.functional as F
+
+    from soul.miniature import vae_trainer
+    from soul.training import distill_vae
+    from soul.training.metrics import psnr
+
+    assert vae_trainer.psnr is psnr and distill_vae.psnr is psnr
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(1, 3, 5, 16, 16, generator=g) * 2 - 1
+    b = (a + 0.1 * torch.randn(a.shape, generator=g)).clamp(-1, 1)
+    # the miniature trainer's formula (inputs in range) and the distiller's (clamped), unchanged
+    assert psnr(a, b) == 10 * math.log10(4.0 / max(float(((a - b) ** 2).mean()), 1e-12))
+    wide = b * 1.5
+    assert psnr(a, wide) == 10 * math.log10(4.0 / max(float(F.mse_loss(a.clamp(-1, 1), wide.clamp(-1, 1))), 1e-12))
+    assert psnr(a, a) == pytest.approx(10 * math.log10(4e12))

@@ -255,17 +255,14 @@ def test_long_video_options_are_checked(media: Path, tmp_path: Path) -> None:
 
 
 def test_python_api_streams_frames_of_any_length(media: Path) -> None:
-    from soul.pipelines.long_video import LongVideoOptions, long_video
     from soul.pipelines.soul_pipeline import SoulPipeline
 
     pipe = SoulPipeline.from_preset("tiny")
     track = speech(media, 4.0).astype(np.float32)
     got: list[np.ndarray] = []
-    res = long_video(pipe, Image.open(media / PORTRAIT), track, "a man talking", sink=got.append, seed=1,
-                     num_inference_steps=1, options=LongVideoOptions(chunk_frames=21))
+    res = pipe.long_video(Image.open(media / PORTRAIT), track, "a man talking", sink=got.append, seed=1, steps=1, chunk_frames=21)
     frames = np.concatenate(got)
     assert frames.shape == (64, 64, 64, 3) and res.frames == 64 and len(res.chunks) == 5  # 17 latents: 6 + 3 + 3 + 3 + 2
     again: list[np.ndarray] = []
-    long_video(pipe, Image.open(media / PORTRAIT), track, "a man talking", sink=again.append, seed=1,
-               num_inference_steps=1, options=LongVideoOptions(chunk_frames=21))
+    pipe.long_video(Image.open(media / PORTRAIT), track, "a man talking", sink=again.append, seed=1, steps=1, chunk_frames=21)
     assert np.array_equal(frames, np.concatenate(again))

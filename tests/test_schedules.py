@@ -24,9 +24,12 @@ from soul.sampling.schedules import (
     make_sampler,
     predict_x0,
     resolve_sigmas,
+    shift_sigma,
     shift_sigmas,
+    to_timestep,
     velocity_target,
 )
+from soul.sampling.seeds import mix_seed
 
 
 def gaussian_velocity(mu: torch.Tensor, s: float):
@@ -178,3 +181,34 @@ def test_unipc_uses_explicit_sigmas_unshifted() -> None:
     with pytest.raises(RuntimeError):
         sampler.step(torch.zeros(2), 1, torch.zeros(2))
     assert math.isclose(sampler.sigma(0), 0.9)
+
+
+def test_scalar_shift_and_timestep_are_the_tensor_maths() -> None:
+    levels = [1e-4, 0.1, 0.37, 0.5, 0.999, 1.0]
+    for shift in (1.0, 3.0, 5.0, 0.5):
+        tensor = shift_sigmas(torch.tensor(levels, dtype=torch.float64), shift).tolist()
+        assert [shift_sigma(s, shift) for s in levels] == tensor
+        # the closed form the trainer used to write inline, bit for bit
+        assert [shift_sigma(s, shift) for s in levels] == [shift * s / (1 + (shift - 1) * s) for s in levels]
+    with pytest.raises(InputError):
+        shift_sigma(0.5, 0.0)
+    assert to_timestep(0.25) == 250.0 and isinstance(to_timestep(0.25), float)
+    assert torch.equal(to_timestep(distilled_sigmas()), torch.tensor([1000.0, 750.0, 500.0, 250.0, 0.0], dtype=torch.float64))
+    assert make_sampler("euler", flow_sigmas(4, 3.0)).timestep(1) == to_timestep(float(flow_sigmas(4, 3.0)[1]))
+
+
+def test_one_seed_mixing_scheme_for_chunks_and_training_samples() -> None:
+    from soul.sampling.chunks import chunk_seed
+    from soul.training.trainer import sample_generator
+
+    # chunk seeds are exactly what they were before mix_seed existed (recorded values): long videos
+    # made with a seed keep their noise
+    assert [chunk_seed(7, i) for i in range(4)] == [7, 793649811123725967, 2167195393923510900, 7443599362937997628]
+    assert chunk_seed(-3, 5) == 4476747994473087314 and chunk_seed(2**40 + 1, 123) == 1020691960203671062
+    assert all(chunk_seed(s, i) == mix_seed(s, i) for s in (0, 7, 2**40) for i in range(1, 5))
+    # training samples draw from the same scheme: a pure function of (seed, global sample index)
+    draw = lambda seed, index: torch.rand(4, generator=sample_generator(seed, index))  # noqa: E731
+    assert torch.equal(draw(3, 10), draw(3, 10))
+    assert torch.equal(draw(3, 10), torch.rand(4, generator=torch.Generator().manual_seed(mix_seed(3, 10))))
+    assert not torch.equal(draw(3, 10), draw(3, 11)) and not torch.equal(draw(3, 10), draw(4, 10))
+    assert 0 <= mix_seed(-1, 2**40) < 2**63

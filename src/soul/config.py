@@ -18,6 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from soul.errors import InputError
 
+DEFAULT_PRESET = "wan22-ti2v-5b"
+"""The real model: without weights it stops in seconds and says how to get them, never renders noise."""
+
 PRESET_DIR = "presets"
 
 
@@ -125,7 +128,7 @@ class AudioEncoderConfig(_Section):
     """The wav2vec2 audio encoder: where its weights live and the `Wav2Vec2Config` kwargs."""
 
     hub_id: str | None = None
-    sample_rate: int = 16000
+    sample_rate: int = 16000  # = soul.media.audio.MODEL_SAMPLE_RATE (config sits below media, so it cannot import it)
     feature_rate: int = 50
     config: dict[str, Any]
 

@@ -15,8 +15,9 @@ import numpy as np
 
 from soul.bench.suite import Case, write_case_meta
 from soul.errors import InputError
+from soul.media.audio import MODEL_SAMPLE_RATE
 
-SAMPLE_RATE = 16000
+SAMPLE_RATE = MODEL_SAMPLE_RATE
 LONG_SECONDS = 60.0
 
 

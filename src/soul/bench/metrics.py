@@ -20,6 +20,7 @@ import numpy as np
 
 from soul.bench.signal import ciede2000, gray, noise_sigma, onset_times, rgb_to_lab, sharpness
 from soul.errors import InputError
+from soul.media.audio import MODEL_SAMPLE_RATE
 
 ANALYSIS_MAX_SIDE = 512
 WINDOW_SECONDS = 10.0
@@ -34,7 +35,7 @@ class Clip:
     frames: list[np.ndarray]
     fps: float
     audio: np.ndarray  # mono float32 at 16 kHz (empty when the file has no audio track)
-    sample_rate: int = 16000
+    sample_rate: int = MODEL_SAMPLE_RATE
     scale: float = 1.0
 
     @property
@@ -70,9 +71,9 @@ def load_clip(path: str | Path, *, audio: str | Path | None = None, max_side: in
     if not frames:
         raise InputError(path, "video has no frames", "re-encode it")
     if audio is not None:
-        samples = load_audio(audio, 16000, normalize=False).samples
+        samples = load_audio(audio, MODEL_SAMPLE_RATE, normalize=False).samples
     elif reader.has_audio:
-        samples = reader.read_audio(16000).samples
+        samples = reader.read_audio(MODEL_SAMPLE_RATE).samples
     else:
         samples = np.zeros(0, dtype=np.float32)
     return Clip(path=path, frames=frames, fps=float(reader.fps), audio=np.asarray(samples, dtype=np.float32), scale=scale)

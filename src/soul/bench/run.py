@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from soul.bench.suite import Case, load_suite, output_for
 from soul.errors import InputError, SoulError
-from soul.jobs.generate import DEFAULT_PRESET
+from soul.config import DEFAULT_PRESET
 
 ProgressFn = Callable[[str, int, int, str], None]
 

@@ -246,9 +246,9 @@ def score_suite(suite: str | Path, outputs: str | Path, out: str | Path, options
         try:
             clip = M.load_clip(video, audio=None)
             if clip.audio.size == 0:  # a silent output is scored against the case's driving audio
-                from soul.media.audio import load_audio
+                from soul.media.audio import MODEL_SAMPLE_RATE, load_audio
 
-                clip.audio = load_audio(case.audio, 16000, normalize=False).samples.astype(np.float32)
+                clip.audio = load_audio(case.audio, MODEL_SAMPLE_RATE, normalize=False).samples.astype(np.float32)
             reference = _image_array(case.image)
             if "analyzer" not in cache and {"identity", "lmsync", "quality", "curves"} & set(options.groups):
                 cache["analyzer"] = M._analyzer()

@@ -24,6 +24,7 @@ from soul.cli import data as _data  # noqa: F401,E402
 from soul.cli import probe as _probe  # noqa: F401,E402
 from soul.cli import bench as _bench  # noqa: F401,E402
 from soul.cli import distill as _distill  # noqa: F401,E402
+from soul.cli import mini as _mini  # noqa: F401,E402
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -45,7 +45,7 @@ def demo(
     from soul.cli.progress import step_progress
     from soul.errors import InputError
     from soul.jobs.generate import build_request, run_generate
-    from soul.media.audio import load_audio
+    from soul.media.audio import MODEL_SAMPLE_RATE, load_audio
     from soul.miniature.portrait import HELD_OUT_SEED, draw_face, random_face
     from soul.miniature.speech import synthesize_babble
 
@@ -61,10 +61,10 @@ def demo(
     draw_face(face, size=512).save(portrait)
     speech = out / "speech.wav"
     if audio is None:
-        sf.write(speech, synthesize_babble(seconds or DEFAULT_SECONDS, 16_000, seed=face_seed), 16_000)
+        sf.write(speech, synthesize_babble(seconds or DEFAULT_SECONDS, MODEL_SAMPLE_RATE, seed=face_seed), MODEL_SAMPLE_RATE)
     elif seconds is not None:
-        samples = load_audio(audio, 16_000, normalize=False).samples
-        sf.write(speech, samples[: int(round(seconds * 16_000))], 16_000)
+        samples = load_audio(audio, MODEL_SAMPLE_RATE, normalize=False).samples
+        sf.write(speech, samples[: int(round(seconds * MODEL_SAMPLE_RATE))], MODEL_SAMPLE_RATE)
     else:
         speech = audio
     request = build_request(image=portrait, audio=[speech], output=out / "demo.mp4", preset=preset, seed=seed, prompt=PROMPT)
@@ -102,7 +102,7 @@ def demo(
 def score_demo(video_path: Path, face: object, speech: Path, seed: int) -> dict:
     """The demo's scores, read back from the written MP4 as a user (or the benchmark) would see it."""
     from soul.bench.metrics import clip_from_frames, flicker
-    from soul.media.audio import load_audio
+    from soul.media.audio import MODEL_SAMPLE_RATE, load_audio
     from soul.media.video import read_video
     from soul.miniature.drift import drift_curves
     from soul.miniature.lipsync import score_lipsync, score_mismatched
@@ -110,7 +110,7 @@ def score_demo(video_path: Path, face: object, speech: Path, seed: int) -> dict:
     reader = read_video(video_path)
     frames = reader.read_all()
     fps = float(reader.fps)
-    samples = load_audio(speech, 16_000).samples
+    samples = load_audio(speech, MODEL_SAMPLE_RATE).samples
     seconds = frames.shape[0] / fps
     own = score_lipsync(frames, face, samples, fps, skip_frames=1)  # frame 0 is the portrait itself
     mismatched = score_mismatched(frames, face, fps, seed=seed, skip_frames=1)  # other clips' audio

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from soul.cli.app import app, state
-from soul.jobs.generate import DEFAULT_PRESET
+from soul.config import DEFAULT_PRESET
 
 
 @app.command(
@@ -54,12 +54,12 @@ def generate(
     dtype: str = typer.Option("float32", "--dtype", help="float32, bfloat16 or float16."),
     cpu_offload: bool = typer.Option(False, "--cpu-offload", help="Keep idle models on the CPU (small GPUs)."),
     chunk_frames: int = typer.Option(None, "--chunk-frames", help="Frames the model makes at once, 4k+1 (preset default)."),
-    motion_latents: int = typer.Option(2, "--motion-latents", help="Latent frames (4 video frames each) of the previous chunk that start the next one."),
-    codebook: str = typer.Option("on", "--codebook", help="on|off: pull drifted motion frames back toward the first chunk's look before reuse."),
+    motion_latents: int = typer.Option(None, "--motion-latents", help="Latent frames (4 video frames each) of the previous chunk that start the next one (default 2)."),
+    codebook: str = typer.Option(None, "--codebook", help="on|off: pull drifted motion frames back toward the first chunk's look before reuse (default on)."),
     codebook_threshold: float = typer.Option(None, "--codebook-threshold", help="Cosine similarity below which a latent patch counts as drifted (default: from the first chunk)."),
     vae: str | None = typer.Option(None, "--vae", help="full: the Wan2.2 decoder; light: the distilled causal decoder (many times faster) (preset default)."),
-    codebook_blend: float = typer.Option(1.0, "--codebook-blend", help="How far a drifted patch moves toward its codebook entry: 1 replaces, 0 leaves it."),
-    max_duration: float = typer.Option(1800.0, "--max-duration", help="Longest audio accepted, in seconds."),
+    codebook_blend: float = typer.Option(None, "--codebook-blend", help="How far a drifted patch moves toward its codebook entry: 1 replaces (default), 0 leaves it."),
+    max_duration: float = typer.Option(None, "--max-duration", help="Longest audio accepted, in seconds (default 1800)."),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue an interrupted run of the same command from its last finished chunk."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary (with one record per chunk)."),
 ) -> None:
@@ -67,7 +67,7 @@ def generate(
     from soul.errors import InputError
     from soul.jobs.generate import build_request, run_generate
 
-    if codebook not in ("on", "off"):
+    if codebook not in (None, "on", "off"):
         raise InputError("--codebook", f"{codebook!r}", "use --codebook on or --codebook off")
     if guidance_mode not in (None, "on", "off"):
         raise InputError("--guidance", f"{guidance_mode!r}", "use --guidance on or --guidance off")
@@ -83,7 +83,7 @@ def generate(
         checkpoint=checkpoint, height=height, width=width, fps=fps, steps=steps, text_scale=text_scale,
         audio_scale=audio_scale, sigmas=sigma_list, sampler=sampler,
         guidance=None if guidance_mode is None else guidance_mode == "on", seed=seed, masks=mask or [], device=device, dtype=dtype, cpu_offload=cpu_offload,
-        chunk_frames=chunk_frames, motion_latents=motion_latents, codebook=codebook == "on",
+        chunk_frames=chunk_frames, motion_latents=motion_latents, codebook=None if codebook is None else codebook == "on",
         codebook_threshold=codebook_threshold, codebook_blend=codebook_blend, max_duration=max_duration, resume=resume, vae=vae,
     )
     with step_progress("sampling", enabled=not (state.quiet or json_out)) as progress:

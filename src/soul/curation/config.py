@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from soul.errors import InputError
+from soul.media.audio import MODEL_SAMPLE_RATE
 
 
 class _Section(BaseModel):
@@ -80,7 +81,7 @@ class CaptionConfig(_Section):
 class OutputConfig(_Section):
     shard_max_samples: int = Field(500, ge=1)
     shard_max_bytes: int = Field(1 << 30, ge=1 << 20)
-    audio_sample_rate: int = Field(16000, ge=8000)
+    audio_sample_rate: int = Field(MODEL_SAMPLE_RATE, ge=8000)
     video_crf: int = Field(20, ge=0, le=51)
     video_preset: str = "veryfast"
 

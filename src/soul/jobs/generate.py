@@ -19,23 +19,24 @@ import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from soul.analysis.drawing import looks_drawn
+from soul.config import DEFAULT_PRESET
 from soul.errors import InputError, SoulWarning
 from soul.media.audio import Audio
 from soul.media.image import load_image
 
 if TYPE_CHECKING:
     from soul.config import SoulConfig
+    from soul.sampling.settings import SamplingSettings
     from soul.pipelines.soul_pipeline import SoulPipeline
 
 ProgressFn = Callable[[int, int], None]
 MUX_SAMPLE_RATE = 48_000
-DEFAULT_PRESET = "wan22-ti2v-5b"
 
 
 class GenerateRequest(BaseModel):
@@ -48,8 +49,6 @@ class GenerateRequest(BaseModel):
     prompt: str = ""
     negative_prompt: str = ""
     output: Path
-    # The real model by default: without weights it stops in seconds and says how to get them,
-    # instead of quietly rendering noise from a toy preset.
     preset: str = DEFAULT_PRESET
     checkpoint: Path | None = None
     height: int | None = None
@@ -67,12 +66,12 @@ class GenerateRequest(BaseModel):
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     cpu_offload: bool = False
     chunk_frames: int | None = Field(None, ge=5)
-    motion_latents: int = Field(2, ge=0)
-    codebook: bool = True
+    motion_latents: int | None = Field(None, ge=0)
+    codebook: bool | None = None
     codebook_threshold: float | None = Field(None, ge=-1.0, le=1.0)
-    codebook_blend: float = Field(1.0, ge=0.0, le=1.0)
+    codebook_blend: float | None = Field(None, ge=0.0, le=1.0)
     vae: Literal["full", "light"] | None = None
-    max_duration: float = Field(1800.0, gt=0)
+    max_duration: float | None = Field(None, gt=0)
     resume: bool = True
 
 
@@ -183,128 +182,96 @@ def _run(
     progress: ProgressFn | None,
     on_chunk: Callable[[dict[str, Any]], None] | None,
 ) -> GenerateResult:
+    """Resolve the settings, load the model, then stream chunks into the MP4 (resumable)."""
     from soul.config import load_preset
-    from soul.media.video import VideoWriter
-    from soul.sampling.guidance import Guidance
-    from soul.pipelines.long_video import LongVideoOptions, generate_long_video, prepare_conditions
     from soul.jobs.resume import ResumeState, fingerprint, remove_stale_writer_files
-    from soul.sampling.schedules import resolve_sigmas
-
-    config = load_preset(request.preset)
-    fps = request.fps or config.sampling.fps
-    height = request.height or config.sampling.height
-    width = request.width or config.sampling.width
-    step = config.spatial_multiple
-    if height % step or width % step or height <= 0 or width <= 0:
-        raise InputError(f"--height {height} --width {width}", f"unsupported size: both sides must be positive multiples of {step}", f"e.g. --height {max(step, height // step * step)} --width {max(step, width // step * step)}")
+    from soul.media.video import VideoWriter
     from soul.models.audio_encoder import video_frames_for_duration
+    from soul.pipelines.long_video import generate_long_video
 
-    if inputs.duration > request.max_duration:
+    # 1. One resolution of preset + request, every check, before any model is built
+    config = load_preset(request.preset)
+    settings = resolve_request(request, config)
+    if inputs.duration > settings.max_duration:
         raise InputError(
             request.audio[0] if len(request.audio) == 1 else "--audio",
-            f"is {inputs.duration:.1f} s, longer than the maximum of {request.max_duration:.0f} s",
+            f"is {inputs.duration:.1f} s, longer than the maximum of {settings.max_duration:.0f} s",
             f"trim the audio, or raise the limit with --max-duration {math.ceil(inputs.duration)}",
         )
-    chunk_frames = request.chunk_frames or config.sampling.chunk_frames
-    if (chunk_frames - 1) % 4:
-        raise InputError("--chunk-frames", f"{chunk_frames}", f"use 4k+1 frames, e.g. {4 * ((chunk_frames - 1) // 4) + 1}")
-    chunk_latents = (chunk_frames - 1) // 4 + 1
-    if request.motion_latents > chunk_latents - 2:
-        raise InputError("--motion-latents", f"{request.motion_latents} does not fit chunks of {chunk_latents} latent frames", f"use 0..{chunk_latents - 2}")
-    frames = video_frames_for_duration(inputs.duration, fps)
     notes = generation_warnings(request, config, inputs.image)
     for note in notes:
-        warnings.warn(SoulWarning(note), stacklevel=2)
-    sampler, vae = resolved(request.sampler, config.sampling.sampler), resolved(request.vae, config.sampling.vae)
-    # Explicit request values first (--sigmas, then --steps), then the preset's sigmas, then its steps:
-    # `--steps 8` on a fast preset asks for 8 shifted steps, not for the preset's 4 levels.
-    if request.sigmas:
-        sigmas = resolve_sigmas(sigmas=request.sigmas)
-    elif request.steps is None and config.sampling.sigmas:
-        sigmas = resolve_sigmas(sigmas=config.sampling.sigmas)
-    else:
-        sigmas = resolve_sigmas(num_steps=request.steps or config.sampling.steps, shift=config.sampling.flow_shift)
-    steps = len(sigmas) - 1
-    guidance = Guidance(
-        resolved(request.text_scale, config.sampling.text_scale),
-        resolved(request.audio_scale, config.sampling.audio_scale),
-        enabled=resolved(request.guidance, config.sampling.guidance),
-    )
-    pipe, weight_files = _load_pipeline(request, config)
+        warnings.warn(SoulWarning(note), stacklevel=3)
+    # 2. The model, the portrait, prompts and speakers
+    pipe, weight_files = load_pipeline(request, config)
     if request.cpu_offload:
         pipe.enable_model_cpu_offload()
-    masks = None
-    if len(request.audio) > 1 or request.masks:
-        from soul.media.image import fit_image
-        from soul.models.person_masks import person_masks_for
-
-        latent = (height // config.vae.scale_factor_spatial, width // config.vae.scale_factor_spatial)
-        masks = person_masks_for(
-            fit_image(inputs.image, width, height), len(request.audio), latent, mask_paths=request.masks or None,
-            source=request.image,
-        )
-    conds = prepare_conditions(
-        pipe, inputs.image, prompt=request.prompt, negative_prompt=request.negative_prompt,
-        num_streams=len(request.audio), height=height, width=width, guidance=guidance, person_masks=masks,
+    conditions = pipe.encode_conditions(
+        inputs.image, request.prompt, request.negative_prompt, len(request.audio), settings, _person_masks(request, inputs, settings, config),
     )
-    options = LongVideoOptions(
-        chunk_frames=chunk_frames, motion_latents=request.motion_latents, codebook=request.codebook,
-        codebook_threshold=request.codebook_threshold, codebook_blend=request.codebook_blend,
-        max_duration=request.max_duration, vae=vae,
-    )
-    # Resolved values, not the request's Nones: the same frames under two spellings (a flag, or the
-    # preset's default) resume each other, and a preset whose defaults changed does not.
-    settings = request.model_dump(mode="json", exclude=_NOT_IN_FINGERPRINT)
-    settings.update(
-        chunk_frames=chunk_frames, fps=fps, height=height, width=width, steps=steps, sampler=sampler, vae=vae,
-        sigmas=[float(s) for s in sigmas], guidance=guidance.enabled, text_scale=guidance.text_scale,
-        audio_scale=guidance.audio_scale, weights=config.weights if request.checkpoint is None else None,
-    )
+    # 3. Chunks into the MP4; finished chunks saved for resume
     files = [request.image, *request.audio, *request.masks, *weight_files]
-    state = ResumeState.open(request.output, fingerprint(settings, files), resume=request.resume)
+    state = ResumeState.open(request.output, fingerprint(_fingerprint_fields(request, config, settings), files), resume=request.resume)
     remove_stale_writer_files(request.output)
-
-    with VideoWriter(request.output, fps, audio=inputs.mux_audio) as writer:
+    with VideoWriter(request.output, settings.fps, audio=inputs.mux_audio) as writer:
         result = generate_long_video(
-            pipe, anchor=conds.anchor, streams=inputs.model_audio, text=conds.text, null_text=conds.null_text,
-            video_frames=frames, fps=fps, height=height, width=width, sigmas=sigmas, guidance=guidance,
-            seed=request.seed, sink=writer.write, person_masks=conds.person_masks, sampler=sampler,
-            options=options, state=state, progress=progress, on_chunk=on_chunk,
+            pipe, conditions, inputs.model_audio, video_frames=video_frames_for_duration(inputs.duration, settings.fps),
+            settings=settings, seed=request.seed, sink=writer.write, state=state, progress=progress, on_chunk=on_chunk,
         )
     state.remove()
-    info = {
-        "seed": request.seed,
-        "num_frames": result.generated_frames,
-        "video_frames": result.frames,
-        "sampler": sampler,
-        "sigmas": [round(float(s), 6) for s in sigmas],
-        "vae": vae,
-        "weights": weight_source(request, config),
-        "text_guidance_scale": guidance.text_scale,
-        "audio_guidance_scale": guidance.audio_scale,
-        "guidance": guidance.enabled,
-        "passes_per_step": guidance.num_passes(),
-        "num_streams": len(request.audio),
-        "warnings": notes,
-        **result.info,
-    }
     return GenerateResult(
-        output=request.output,
-        num_frames=result.frames,
-        fps=fps,
-        duration=result.frames / fps,
-        audio_duration=inputs.duration,
-        height=height,
-        width=width,
-        seconds=round(time.perf_counter() - start, 3),
-        preset=request.preset,
-        seed=request.seed,
-        info=info,
-        chunks=result.chunks,
+        output=request.output, num_frames=result.frames, fps=settings.fps, duration=result.frames / settings.fps,
+        audio_duration=inputs.duration, height=settings.height, width=settings.width,
+        seconds=round(time.perf_counter() - start, 3), preset=request.preset, seed=request.seed,
+        info=_result_info(request, config, settings, result, notes), chunks=result.chunks,
     )
 
 
-_T = TypeVar("_T")
+def resolve_request(request: GenerateRequest, config: SoulConfig) -> SamplingSettings:
+    """The request's sampling fields over the preset's defaults (``soul.sampling.settings``)."""
+    from soul.sampling.settings import resolve_sampling  # torch-heavy: not at CLI start-up
+
+    return resolve_sampling(
+        config, height=request.height, width=request.width, fps=request.fps, steps=request.steps, sigmas=request.sigmas,
+        sampler=request.sampler, text_scale=request.text_scale, audio_scale=request.audio_scale, guidance=request.guidance,
+        vae=request.vae, chunk_frames=request.chunk_frames, motion_latents=request.motion_latents, codebook=request.codebook,
+        codebook_threshold=request.codebook_threshold, codebook_blend=request.codebook_blend, max_duration=request.max_duration,
+    )
+
+
+def _person_masks(request: GenerateRequest, inputs: PreparedInputs, settings: SamplingSettings, config: SoulConfig) -> np.ndarray | None:
+    """One mask per speaker at latent resolution, from --mask files or people found on the portrait."""
+    if len(request.audio) == 1 and not request.masks:
+        return None
+    from soul.media.image import fit_image
+    from soul.models.person_masks import person_masks_for
+
+    latent = (settings.height // config.vae.scale_factor_spatial, settings.width // config.vae.scale_factor_spatial)
+    return person_masks_for(
+        fit_image(inputs.image, settings.width, settings.height), len(request.audio), latent, mask_paths=request.masks or None,
+        source=request.image,
+    )
+
+
+def _fingerprint_fields(request: GenerateRequest, config: SoulConfig, settings: SamplingSettings) -> dict[str, Any]:
+    """What decides the frames: the inputs and the resolved settings, not their spelling.
+
+    The same frames under two spellings (a flag, or the preset's default) resume each other, and
+    a preset whose defaults changed does not.
+    """
+    fields = request.model_dump(mode="json", exclude=_NOT_IN_FINGERPRINT)
+    fields.update(settings.as_record(), weights=config.weights if request.checkpoint is None else None)
+    return fields
+
+
+def _result_info(request: GenerateRequest, config: SoulConfig, settings: SamplingSettings, result: Any, notes: list[str]) -> dict[str, Any]:
+    return {
+        "seed": request.seed, "num_frames": result.generated_frames, "video_frames": result.frames,
+        "sampler": settings.sampler, "sigmas": [round(float(s), 6) for s in settings.sigmas], "vae": settings.vae,
+        "weights": weight_source(request, config), "text_guidance_scale": settings.guidance.text_scale,
+        "audio_guidance_scale": settings.guidance.audio_scale, "guidance": settings.guidance.enabled,
+        "passes_per_step": settings.guidance.num_passes(), "num_streams": len(request.audio), "warnings": notes,
+        **result.info,
+    }
 
 
 def generation_warnings(request: GenerateRequest, config: SoulConfig, image: Any) -> list[str]:
@@ -323,11 +290,6 @@ def generation_warnings(request: GenerateRequest, config: SoulConfig, image: Any
     return notes
 
 
-def resolved(value: _T | None, default: _T) -> _T:
-    """The request's value, or the preset's when the request left it unset (None)."""
-    return default if value is None else value
-
-
 def weight_source(request: GenerateRequest, config: SoulConfig) -> str:
     """Where the model's weights come from, for the result record: a checkpoint, shipped, or random."""
     if request.checkpoint is not None:
@@ -337,7 +299,7 @@ def weight_source(request: GenerateRequest, config: SoulConfig) -> str:
     return "random"
 
 
-def _load_pipeline(request: GenerateRequest, config: SoulConfig) -> tuple[SoulPipeline, list[Path]]:
+def load_pipeline(request: GenerateRequest, config: SoulConfig) -> tuple[SoulPipeline, list[Path]]:
     """The pipeline a request runs on, and the weight files whose content identifies its frames.
 
     `--checkpoint` wins; else the preset's shipped weights (`weights:`), which must be installed

@@ -14,6 +14,7 @@ import numpy as np
 
 from soul.errors import InputError
 
+# The one audio rate: the wav2vec2 audio encoder was trained at 16 kHz, so every track the model or the analysis reads is resampled to it.
 MODEL_SAMPLE_RATE = 16_000
 TARGET_LOUDNESS_DB = -23.0
 PEAK_CEILING_DB = -1.0

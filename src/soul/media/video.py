@@ -19,7 +19,7 @@ import av
 import numpy as np
 
 from soul.errors import InputError
-from soul.media.audio import Audio, load_audio
+from soul.media.audio import MODEL_SAMPLE_RATE, Audio, load_audio
 
 AAC_SAMPLE_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
 
@@ -129,7 +129,7 @@ class VideoReader:
             raise InputError(self.path, "contains no decodable frames", "re-encode the file")
         return np.stack(frames)
 
-    def read_audio(self, sample_rate: int | None = 16_000, normalize: bool = False, mono: bool = True) -> Audio:
+    def read_audio(self, sample_rate: int | None = MODEL_SAMPLE_RATE, normalize: bool = False, mono: bool = True) -> Audio:
         if not self.has_audio:
             raise InputError(self.path, "has no audio track", "give a video with sound, or a separate audio file")
         return load_audio(self.path, sample_rate, normalize=normalize, mono=mono)

@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from soul.media.audio import Audio
+from soul.media.audio import MODEL_SAMPLE_RATE, Audio
 from soul.media.video import write_video
 from soul.miniature.portrait import FaceParams, draw_face, mouth_box, random_face
 from soul.miniature.speech import synthesize_babble
 from soul.miniature.speech_pool import SpeechPool
 
-AUDIO_RATE = 16_000
+AUDIO_RATE = MODEL_SAMPLE_RATE
 MOUTH_LEAD_S = 0.04  # the mouth shapes a sound slightly before it is heard
 LIP_INERTIA_S = 0.06  # lips do not jump: the opening follows the energy through a 60 ms lag
 
@@ -196,26 +196,3 @@ def write_clip_shards(
         paths.append(path)
     tmp_video.unlink(missing_ok=True)
     return paths
-
-
-def main(argv: list[str] | None = None) -> None:
-    """`python -m soul.miniature.clips OUT --clips N`: a drawn training set for the tiny config."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("out", type=Path)
-    parser.add_argument("--clips", type=int, default=16)
-    parser.add_argument("--seconds", type=float, default=3.0)
-    parser.add_argument("--fps", type=float, default=16.0)
-    parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--media", type=Path, default=None, help="a media folder like ../shared/media: half the clips speak its training recordings")
-    parser.add_argument("--speech-fraction", type=float, default=0.5)
-    args = parser.parse_args(argv)
-    pool = SpeechPool.from_media(args.media) if args.media is not None else None
-    for path in write_clip_shards(args.out, args.clips, args.seconds, args.fps, args.size, args.seed, speech=pool, speech_fraction=args.speech_fraction):
-        print(path)
-
-
-if __name__ == "__main__":
-    main()

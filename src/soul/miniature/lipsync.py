@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from soul.media.audio import MODEL_SAMPLE_RATE
 from soul.miniature.clips import speech_features
 from soul.miniature.portrait import FaceParams, _shade, mouth_box
 
@@ -135,6 +136,6 @@ def score_mismatched(frames: np.ndarray, face: FaceParams, fps: float, *, others
     from soul.miniature.speech import synthesize_babble
 
     seconds = frames.shape[0] / fps
-    rs = [score_lipsync(frames, face, synthesize_babble(seconds, 16_000, seed=7919 + 104_729 * seed + k), fps, skip_frames=skip_frames).r
+    rs = [score_lipsync(frames, face, synthesize_babble(seconds, MODEL_SAMPLE_RATE, seed=7919 + 104_729 * seed + k), fps, skip_frames=skip_frames).r
           for k in range(others)]
     return float(np.mean(rs))

@@ -6,7 +6,6 @@ The shipped format (one flat float16 safetensors file plus JSON per set) is desc
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -104,36 +103,3 @@ def pack(checkpoint: str | Path, out_dir: str | Path = WEIGHTS_DIR, info: dict |
     record["parameters"] = {component: sum(p.numel() for p in m.parameters()) for component, m in components.items()}
     info_file.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     return weights_file
-
-
-def main(argv: list[str] | None = None) -> None:
-    """`python -m soul.miniature.model assemble VAE_DIR OUT` | `export INIT RUN OUT` | `pack CHECKPOINT [--name N] [--info JSON]`."""
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    a = sub.add_parser("assemble")
-    a.add_argument("vae_dir", type=Path)
-    a.add_argument("out", type=Path)
-    e = sub.add_parser("export")
-    e.add_argument("init_checkpoint", type=Path)
-    e.add_argument("run_dir", type=Path)
-    e.add_argument("out", type=Path)
-    e.add_argument("--step", type=int, default=None)
-    p = sub.add_parser("pack")
-    p.add_argument("checkpoint", type=Path)
-    p.add_argument("--out", type=Path, default=WEIGHTS_DIR)
-    p.add_argument("--info", type=Path, default=None, help="JSON describing how the weights were made and measured")
-    p.add_argument("--name", default=DEFAULT_NAME, help="weights name: writes NAME.safetensors + NAME.json (a preset's `weights:`)")
-    p.add_argument("--base", default=None, help="shipped weights this one extends: only tensors that differ are written (e.g. --name mini-fast --base mini)")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    if args.command == "assemble":
-        print(assemble(args.vae_dir, args.out))
-    elif args.command == "export":
-        print(export_run(args.init_checkpoint, args.run_dir, args.out, args.step))
-    else:
-        info = json.loads(args.info.read_text()) if args.info else None
-        print(pack(args.checkpoint, args.out, info, name=args.name, base=args.base))
-
-
-if __name__ == "__main__":
-    main()

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from soul.media.audio import MODEL_SAMPLE_RATE
+
 # (F1, F2, F3) in Hz for five cardinal vowels, adult-average values.
 VOWEL_FORMANTS = {
     "a": (730.0, 1090.0, 2440.0),
@@ -32,7 +34,7 @@ def _formant_gain(freqs: np.ndarray, formants: np.ndarray) -> np.ndarray:
 
 def synthesize_babble(
     seconds: float,
-    sample_rate: int = 16_000,
+    sample_rate: int = MODEL_SAMPLE_RATE,
     seed: int = 0,
     *,
     pitch_hz: float | None = None,

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from soul.media.audio import load_audio
+from soul.media.audio import MODEL_SAMPLE_RATE, load_audio
 
-AUDIO_RATE = 16_000
+AUDIO_RATE = MODEL_SAMPLE_RATE
 # Paths relative to a media folder laid out like ../shared/media (see its README).
 TRAIN_SPEECH: tuple[str, ...] = (
     "audio/hallo_1.wav",

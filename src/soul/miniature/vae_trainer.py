@@ -20,7 +20,6 @@ clips come from a disjoint seed range, so PSNR is measured on people the VAE nev
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
@@ -33,6 +32,7 @@ from diffusers import AutoencoderKLWan
 
 from soul.miniature.clips import DrawnClip, draw_clip
 from soul.miniature.portrait import HELD_OUT_SEED
+from soul.training.metrics import psnr  # the one PSNR (re-exported: benchmarks import it from here)
 
 
 @dataclass
@@ -193,12 +193,6 @@ def reconstruct(vae: AutoencoderKLWan, video: torch.Tensor) -> torch.Tensor:
         return vae.decode(z).sample.clamp(-1, 1)
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """PSNR in dB of two [-1, 1] tensors on the 0..255 scale (peak 2 in model range)."""
-    mse = float(((a - b) ** 2).mean())
-    return 10 * math.log10(4.0 / max(mse, 1e-12))
-
-
 def evaluate(vae: AutoencoderKLWan, clips: list[DrawnClip], frames: int = 17) -> dict[str, float]:
     """PSNR over whole held-out windows and inside the mouth box (the part lip sync needs)."""
     vae.eval()
@@ -291,31 +285,3 @@ def train_vae(cfg: VAETrainConfig, out: str | Path, log: bool = True) -> dict[st
             if done:
                 break
     return last
-
-
-def main(argv: list[str] | None = None) -> None:
-    """`python -m soul.miniature.vae_trainer OUT [--minutes M] [--steps N]`: train the mini VAE."""
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("out", type=Path)
-    parser.add_argument("--steps", type=int, default=VAETrainConfig.max_steps)
-    parser.add_argument("--minutes", type=float, default=1e9)
-    parser.add_argument("--pool-clips", type=int, default=VAETrainConfig.pool_clips)
-    parser.add_argument("--batch-size", type=int, default=VAETrainConfig.batch_size)
-    parser.add_argument("--lr", type=float, default=VAETrainConfig.lr)
-    parser.add_argument("--eval-every", type=int, default=VAETrainConfig.eval_every)
-    parser.add_argument("--window", type=int, default=VAETrainConfig.window, help="frames per training window (4k+1; 1 = images)")
-    parser.add_argument("--eval-frames", type=int, default=VAETrainConfig.eval_frames)
-    parser.add_argument("--decode-from", choices=["mean", "sample"], default=VAETrainConfig.decode_from)
-    parser.add_argument("--init", default=None, help="continue from this trained VAE directory (e.g. the image-pretrained one)")
-    parser.add_argument("--mouth-weight", type=float, default=VAETrainConfig.mouth_weight, help="loss weight inside the mouth box (lip sync lives there)")
-    parser.add_argument("--temporal-weight", type=float, default=VAETrainConfig.temporal_weight, help="weight of the frame-difference loss (video windows)")
-    parser.add_argument("--inflate", action="store_true", help="--init is image-trained (--window 1): inflate it for video first")
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    cfg = VAETrainConfig(max_steps=args.steps, max_minutes=args.minutes, pool_clips=args.pool_clips, batch_size=args.batch_size, lr=args.lr, eval_every=args.eval_every, decode_from=args.decode_from, window=args.window, eval_frames=args.eval_frames, init=args.init, mouth_weight=args.mouth_weight, temporal_weight=args.temporal_weight, inflate=args.inflate)
-    train_vae(cfg, args.out)
-
-
-if __name__ == "__main__":
-    main()

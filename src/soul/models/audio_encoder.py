@@ -39,13 +39,14 @@ import torch
 from transformers import AutoModel, PreTrainedModel, Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
 from soul.errors import InputError
+from soul.media.audio import MODEL_SAMPLE_RATE
 
 if TYPE_CHECKING:
     from soul.config import SoulConfig
 
 logger = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
+SAMPLE_RATE = MODEL_SAMPLE_RATE
 """The rate every wav2vec2 checkpoint Soul supports was trained at."""
 
 TEMPORAL_FACTOR = 4

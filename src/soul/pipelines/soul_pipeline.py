@@ -28,10 +28,9 @@ import torch
 import torch.nn.functional as F
 import yaml
 from diffusers import AutoencoderKLWan, UniPCMultistepScheduler
-from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
-from soul.config import SoulConfig, available_presets, load_preset
+from soul.config import DEFAULT_PRESET, SoulConfig, available_presets, load_preset
 from soul.errors import InputError
 from soul.media.audio import Audio
 from soul.media.image import fit_image
@@ -42,15 +41,23 @@ from soul.models.person_masks import person_masks_for
 from soul.models.text_encoder import SoulTextEncoder
 from soul.models.transformer import SoulTransformer3DModel, build_transformer
 from soul.models.vae import StreamingDecoder, build_vae, decode_latents, encode_frames, frames_to_uint8, load_vae
-from soul.sampling.guidance import Conditions, Guidance, GuidancePass
+from soul.pipelines.long_video import (
+    ChunkAudio,
+    ChunkConditions,
+    ChunkStore,
+    FramesSink,
+    LongVideoResult,
+    generate_long_video,
+    sample_chunk,
+)
+from soul.sampling.chunks import ChunkPlan
 from soul.sampling.layout import LatentLayout, latent_layout
-from soul.sampling.loop import StepCallback, denoise_chunk
-from soul.sampling.schedules import SAMPLERS, resolve_sigmas
+from soul.sampling.loop import StepCallback
+from soul.sampling.settings import SamplingSettings, resolve_sampling
 
 PRESET_FILE = "preset.yaml"
 AUDIO_ENCODER_DIR = "audio_encoder"
 LIGHT_VAE_DIR = "light_vae"
-DEFAULT_PRESET = "wan22-ti2v-5b"
 _FIX_DIR = "download it with `soul download`, or point at a directory written by SoulPipeline.save_pretrained"
 
 
@@ -394,6 +401,35 @@ class SoulPipeline:
 
     # ------------------------------------------------------------------------------- generation
 
+    def encode_conditions(
+        self,
+        image: Image.Image,
+        prompt: str,
+        negative_prompt: str,
+        num_streams: int,
+        settings: SamplingSettings,
+        person_masks: np.ndarray | None = None,
+    ) -> ChunkConditions:
+        """Encode once what every chunk reuses: the portrait's latent, the prompts, the speakers' masks.
+
+        ``person_masks`` ``[N, H, W]`` (any resolution) or None: with several streams and no masks,
+        people are found on the fitted portrait.
+        """
+        layout = latent_layout(
+            num_frames=1, height=settings.height, width=settings.width, patch_size=tuple(self.config.transformer.patch_size),
+            scale_spatial=self.config.vae.scale_factor_spatial, scale_temporal=self.config.vae.scale_factor_temporal,
+        )
+        pil = _to_pil(image)
+        text = self.encode_prompt([prompt])
+        null_text = self.encode_prompt([negative_prompt]) if settings.guidance.needs_negative_prompt() else None
+        masks = self.person_mask_tokens(pil, person_masks, num_streams, layout)
+        anchor = self.encode_image(pil, settings.width, settings.height)
+        return ChunkConditions(anchor=anchor, text=text, null_text=null_text, person_masks=masks)
+
+    def resolve(self, **overrides: Any) -> SamplingSettings:
+        """This pipeline's preset defaults under ``overrides`` (``soul.sampling.settings.resolve_sampling``)."""
+        return resolve_sampling(self.config, **overrides)
+
     @torch.no_grad()
     def __call__(
         self,
@@ -414,17 +450,19 @@ class SoulPipeline:
         text_guidance_scale: float | None = None,
         audio_guidance_scale: float | None = None,
         guidance: bool | None = None,
+        vae: Literal["full", "light"] | None = None,
+        settings: SamplingSettings | None = None,
         batched_guidance: bool = False,
         generator: torch.Generator | None = None,
         person_masks: np.ndarray | None = None,
         callback: StepCallback | None = None,
         output_type: Literal["np", "latent"] = "np",
-        vae: Literal["full", "light"] | None = None,
     ) -> SoulOutput:
         """Generate one chunk. Every None comes from the preset's ``sampling`` section.
 
         So a fast preset (``mini-fast``) samples as its student was distilled (``sampler="x0"``,
-        fixed ``sigmas``, ``guidance=False``, light decoder) without the caller repeating it.
+        fixed ``sigmas``, ``guidance=False``, light decoder) without the caller repeating it; a
+        resolved ``settings`` object replaces all the sampling arguments.
 
         Length: ``num_frames`` (4k+1), else ``duration`` seconds, else the longest audio track,
         rounded up to 4k+1 frames (``info["video_frames"]`` keeps the audio's own frame count for
@@ -432,112 +470,100 @@ class SoulPipeline:
         levels, high to low) override ``num_inference_steps``/``shift``. ``guidance=False`` runs
         one conditional pass per step (guidance-distilled students). Several audio tracks mean
         several people; their masks come from ``person_masks`` ``[N, H, W]`` or are found on the
-        portrait. ``vae="light"`` decodes with the light decoder (fast path, DESIGN 5).
+        portrait. ``vae="light"`` decodes with the light decoder (fast path, DESIGN 5). The chunk
+        is sampled exactly as chunk 0 of ``long_video`` (same audio windows, noise and loop).
         """
-        cfg = self.config
-        sampler = cfg.sampling.sampler if sampler is None else sampler
-        guidance = cfg.sampling.guidance if guidance is None else guidance
-        vae = cfg.sampling.vae if vae is None else vae
-        if sigmas is None and num_inference_steps is None and cfg.sampling.sigmas:
-            sigmas = cfg.sampling.sigmas
-        if vae not in ("full", "light"):
-            raise InputError("vae", f"{vae!r}", "use 'full' or 'light'")
-        if vae == "light" and output_type != "latent":
-            self._light()
-        pil = _to_pil(image)
-        if not isinstance(prompt, str):
-            raise InputError("prompt", f"got {type(prompt).__name__}", "pass the prompt as a string")
-        if sampler not in SAMPLERS:
-            raise InputError("sampler", f"unknown sampler {sampler!r}", f"choose one of: {', '.join(SAMPLERS)}")
-        if output_type not in ("np", "latent"):
-            raise InputError("output_type", f"{output_type!r}", "use 'np' or 'latent'")
-        streams = _audio_streams(audio, cfg.audio.max_streams)
-        fps = float(cfg.sampling.fps if fps is None else fps)
-        if not (np.isfinite(fps) and fps > 0):
-            raise InputError("fps", f"{fps}", "use a positive frame rate, e.g. 24")
-        height = cfg.sampling.height if height is None else height
-        width = cfg.sampling.width if width is None else width
-        t_factor = cfg.vae.scale_factor_temporal
-        video_frames = num_frames
-        if num_frames is None:
-            # The model makes 4k+1 frames; the written video keeps the audio's length to the frame.
-            seconds = duration if duration is not None else max(len(s) for s in streams) / SAMPLE_RATE
-            num_frames = frames_for_duration(seconds, fps)
-            video_frames = min(num_frames, video_frames_for_duration(seconds, fps))
+        # 1. Resolve the sampling settings once, then check the inputs against them
+        settings = settings or self.resolve(
+            height=height, width=width, fps=fps, steps=num_inference_steps, sigmas=sigmas, shift=shift, sampler=sampler,
+            text_scale=text_guidance_scale, audio_scale=audio_guidance_scale, guidance=guidance, vae=vae,
+        )
+        pil, streams = self.check_inputs(image, audio, prompt, output_type, settings)
+        # 2. Length: the model makes 4k+1 frames; the written video keeps the audio's own length
+        seconds = duration if duration is not None else max(len(s) for s in streams) / SAMPLE_RATE
+        generated = num_frames if num_frames is not None else frames_for_duration(seconds, settings.fps)
+        video_frames = num_frames if num_frames is not None else min(generated, video_frames_for_duration(seconds, settings.fps))
         layout = latent_layout(
-            num_frames=num_frames,
-            height=height,
-            width=width,
-            patch_size=tuple(cfg.transformer.patch_size),
-            scale_spatial=cfg.vae.scale_factor_spatial,
-            scale_temporal=t_factor,
+            num_frames=generated, height=settings.height, width=settings.width, patch_size=tuple(self.config.transformer.patch_size),
+            scale_spatial=self.config.vae.scale_factor_spatial, scale_temporal=self.config.vae.scale_factor_temporal,
         )
-        if sigmas is None and num_inference_steps is None:
-            num_inference_steps = cfg.sampling.steps
-        schedule = resolve_sigmas(num_steps=num_inference_steps, shift=cfg.sampling.flow_shift if shift is None else shift, sigmas=sigmas)
-        for name, value in (("text_guidance_scale", text_guidance_scale), ("audio_guidance_scale", audio_guidance_scale), ("shift", shift)):
-            if value is not None and not (isinstance(value, (int, float)) and np.isfinite(value)):
-                raise InputError(name, f"{value!r} is not a finite number", "use e.g. 5.0")
-        scales = Guidance(
-            cfg.sampling.text_scale if text_guidance_scale is None else text_guidance_scale,
-            cfg.sampling.audio_scale if audio_guidance_scale is None else audio_guidance_scale,
-            enabled=guidance,
-        )
+        # 3. Encode the portrait, the prompts and the speakers once
+        conditions = self.encode_conditions(pil, prompt, negative_prompt, len(streams), settings, person_masks)
+        # 4. Denoise the chunk [portrait | new frames], as chunk 0 of a long video
         seed = None
         if generator is None:
             seed = secrets.randbits(63)
             generator = torch.Generator().manual_seed(seed)
-
-        weights = scales.weights(has_audio=True)
-        text = self.encode_prompt([prompt])
-        null_text = self.encode_prompt([negative_prompt]) if {GuidancePass.UNCOND, GuidancePass.AUDIO} & set(weights) else None
-        feats = self.encode_audio(streams, layout.num_frames, fps)
-        masks = self.person_mask_tokens(pil, person_masks, len(streams), layout)
-        anchor = self.encode_image(pil, width, height)
-
-        shape = (1, cfg.vae.z_dim, *layout.latent_shape)
-        noise = randn_tensor(shape, generator=generator, device=generator.device, dtype=torch.float32).to(self.device)
-        self.activate("transformer")
-        latents = denoise_chunk(
-            self.transformer,
-            noise,
-            anchor,
-            Conditions(text=text, null_text=null_text, audio=feats, extra={"audio_masks": masks}),
-            schedule,
-            guidance=scales,
-            sampler=sampler,
-            generator=generator,
-            batched_guidance=batched_guidance,
-            callback=callback,
+        plan = ChunkPlan(index=0, first_latent=1, new_latents=layout.latent_frames - 1, motion=0)
+        latents = sample_chunk(
+            self, plan, conditions.anchor, ChunkAudio(self.audio_encoder, streams, settings.fps), conditions, settings,
+            generator, total_frames=generated, batched_guidance=batched_guidance, callback=callback,
         )
-        frames = None if output_type == "latent" else self.decode(latents, vae=vae)
+        # 5. Decode
+        frames = None if output_type == "latent" else self.decode(latents, vae=settings.vae)
         info = {
-            "seed": seed,
-            "num_frames": layout.num_frames,
-            "video_frames": video_frames,
-            "height": height,
-            "width": width,
-            "latent_shape": list(shape),
-            "sampler": sampler,
-            "sigmas": [round(float(s), 6) for s in schedule],
-            "text_guidance_scale": scales.text_scale,
-            "audio_guidance_scale": scales.audio_scale,
-            "guidance": scales.enabled,
-            "passes_per_step": scales.num_passes(),
-            "num_streams": len(streams),
-            "vae": vae,
+            "seed": seed, "num_frames": layout.num_frames, "video_frames": video_frames, "latent_shape": list(latents.shape),
+            **_settings_info(settings), "num_streams": len(streams),
         }
-        return SoulOutput(frames=frames, latents=latents, fps=fps, info=info)
+        return SoulOutput(frames=frames, latents=latents, fps=settings.fps, info=info)
 
-    def long_video(self, *args: Any, **kwargs: Any) -> Any:
-        """Audio of any length, in chunks, frames streamed to ``sink``: see ``soul.pipelines.long_video.long_video``.
+    def check_inputs(
+        self, image: Image.Image | np.ndarray, audio: Any, prompt: str, output_type: str, settings: SamplingSettings
+    ) -> tuple[Image.Image, list[np.ndarray]]:
+        """Every input check of a call, before anything expensive: the portrait, tracks and prompt."""
+        if settings.vae == "light" and output_type != "latent":
+            self._light()
+        pil = _to_pil(image)
+        if not isinstance(prompt, str):
+            raise InputError("prompt", f"got {type(prompt).__name__}", "pass the prompt as a string")
+        if output_type not in ("np", "latent"):
+            raise InputError("output_type", f"{output_type!r}", "use 'np' or 'latent'")
+        return pil, _audio_streams(audio, self.config.audio.max_streams)
+
+    def long_video(
+        self,
+        image: Image.Image | np.ndarray,
+        audio: np.ndarray | Audio | Sequence[np.ndarray | Audio],
+        prompt: str,
+        negative_prompt: str = "",
+        *,
+        sink: FramesSink,
+        seed: int = 0,
+        settings: SamplingSettings | None = None,
+        person_masks: np.ndarray | None = None,
+        state: ChunkStore | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        **overrides: Any,
+    ) -> LongVideoResult:
+        """Audio of any length, in chunks, frames streamed to ``sink`` as they are decoded.
 
         ``__call__`` makes one chunk (what the model sees at once); this is the long-video path
-        (anchor + motion prefix per chunk, codebook drift control, streaming decode).
+        (anchor + motion prefix per chunk, codebook drift control, streaming decode). Sampling
+        options are those of ``resolve_sampling`` (``steps``, ``sigmas``, ``sampler``,
+        ``guidance``, ``vae``, ``chunk_frames``, ``motion_latents``, ``codebook*``,
+        ``max_duration``, ...), defaulting to the preset's; the video has the audio's length to
+        the frame. ``soul.jobs.generate.run_generate`` is the same path from files to an MP4.
         """
-        from soul.pipelines.long_video import long_video
+        settings = settings or self.resolve(**overrides)
+        pil, streams = self.check_inputs(image, audio, prompt, "np", settings)
+        seconds = max(s.shape[0] for s in streams) / SAMPLE_RATE
+        if seconds > settings.max_duration:
+            raise InputError("audio", f"is {seconds:.1f} s, longer than the maximum of {settings.max_duration:.0f} s", "trim it or raise max_duration")
+        conditions = self.encode_conditions(pil, prompt, negative_prompt, len(streams), settings, person_masks)
+        return generate_long_video(
+            self, conditions, streams, video_frames=video_frames_for_duration(seconds, settings.fps), settings=settings,
+            seed=seed, sink=sink, state=state, progress=progress,
+        )
 
-        return long_video(self, *args, **kwargs)
+
+def _settings_info(settings: SamplingSettings) -> dict[str, Any]:
+    """The record of what was run, in the keys results have always used."""
+    return {
+        "height": settings.height, "width": settings.width, "sampler": settings.sampler,
+        "sigmas": [round(float(s), 6) for s in settings.sigmas], "text_guidance_scale": settings.guidance.text_scale,
+        "audio_guidance_scale": settings.guidance.audio_scale, "guidance": settings.guidance.enabled,
+        "passes_per_step": settings.guidance.num_passes(), "vae": settings.vae,
+    }
 
 
 def _diffusers_version() -> str:

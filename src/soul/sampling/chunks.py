@@ -6,11 +6,11 @@ long-video driver (``soul.pipelines.long_video``) only sequences them.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-import numpy as np
-
 from soul.errors import InputError
+from soul.sampling.seeds import mix_seed
 
 TEMPORAL = 4
 """Video frames per latent frame (the Wan VAE's causal 4x time compression)."""
@@ -76,5 +76,25 @@ def chunk_seed(seed: int, index: int) -> int:
     """
     if index == 0:
         return int(seed)
-    state = np.random.SeedSequence([int(seed) & (2**63 - 1), int(index)]).generate_state(2, np.uint32)
-    return int((int(state[0]) << 31) ^ int(state[1])) & (2**63 - 1)
+    return mix_seed(seed, index)
+
+
+@dataclass(frozen=True)
+class VideoPlan:
+    """A whole video's chunks: ``generated_frames`` (4k+1, at least the video's) made in ``chunks``."""
+
+    generated_frames: int
+    chunks: list[ChunkPlan]
+
+
+def plan_video(video_frames: int, chunk_frames: int, motion: int) -> VideoPlan:
+    """The chunks that make ``video_frames`` frames with chunks of ``chunk_frames`` (4k+1) frames.
+
+    The model makes 4k+1 frames (the causal VAE), so the sequence is rounded up; the writer cuts
+    it back to ``video_frames``.
+    """
+    if video_frames < 1:
+        raise ValueError("video_frames must be >= 1")
+    generated = TEMPORAL * math.ceil((video_frames - 1) / TEMPORAL) + 1
+    total_latents = (generated - 1) // TEMPORAL + 1
+    return VideoPlan(generated, plan_chunks(total_latents, (chunk_frames - 1) // TEMPORAL + 1, motion))

@@ -70,6 +70,10 @@ class Guidance:
             raw = {GuidancePass.UNCOND: raw[GuidancePass.UNCOND], GuidancePass.TEXT: s_t}
         return {k: w for k, w in raw.items() if w != 0.0}
 
+    def needs_negative_prompt(self) -> bool:
+        """Whether any pass runs on the negative prompt (so it must be encoded)."""
+        return bool({GuidancePass.UNCOND, GuidancePass.AUDIO} & set(self.weights(has_audio=True)))
+
     def num_passes(self, has_audio: bool = True) -> int:
         """Transformer evaluations per step (sequential mode)."""
         return len(self.weights(has_audio))

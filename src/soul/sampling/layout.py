@@ -64,7 +64,8 @@ def latent_layout(
     if height <= 0 or width <= 0 or height % step_h or width % step_w:
         raise InputError(
             f"size {width}x{height}",
-            f"width must be a positive multiple of {step_w} and height of {step_h}",
+            f"unsupported size: width must be a positive multiple of {step_w} and height of {step_h}"
+            if step_w != step_h else f"unsupported size: both sides must be positive multiples of {step_w}",
             f"e.g. {max(step_w, round(width / step_w) * step_w)}x{max(step_h, round(height / step_h) * step_h)}",
         )
     if num_frames < 1 or (num_frames - 1) % scale_temporal:

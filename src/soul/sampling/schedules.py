@@ -53,6 +53,24 @@ def shift_sigmas(sigmas: torch.Tensor, shift: float) -> torch.Tensor:
     return shift * sigmas / (1 + (shift - 1) * sigmas)
 
 
+def shift_sigma(sigma: float, shift: float) -> float:
+    """``shift_sigmas`` for one Python float (a training step's sampled level), bit-identical to it.
+
+    Training and inference must shift noise levels by the same map, or a student trained at
+    shifted levels would be sampled at others; routing scalars through the tensor function
+    guarantees it.
+    """
+    return float(shift_sigmas(torch.tensor(float(sigma), dtype=torch.float64), shift))
+
+
+def to_timestep(sigma: float | torch.Tensor) -> float | torch.Tensor:
+    """The transformer timestep of a noise level: ``sigma * NUM_TRAIN_TIMESTEPS`` (Wan's convention).
+
+    One place for the scale, so the trainer, the distillers and the samplers cannot disagree on it.
+    """
+    return sigma * NUM_TRAIN_TIMESTEPS
+
+
 def flow_sigmas(num_steps: int, shift: float = 1.0) -> torch.Tensor:
     """The default schedule: ``num_steps`` evenly spaced levels from 1, shifted, then a final 0.
 
@@ -127,7 +145,7 @@ class FlowSampler(ABC):
 
     def timestep(self, i: int) -> float:
         """The transformer timestep of step ``i`` (noise level times 1000)."""
-        return float(self.sigmas[i]) * NUM_TRAIN_TIMESTEPS
+        return float(to_timestep(float(self.sigmas[i])))
 
     @abstractmethod
     def step(self, velocity: torch.Tensor, i: int, sample: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,8 @@ copy of the starting transformer (the teacher) is kept next to the student.
 - **Step distillation** (``StepDistiller``): trajectory distillation for the 4-step x0-renoise
   sampler. At a step ``k`` of the distilled schedule (t = 1000, 750, 500, 250), the student's x0
   prediction ``x - sigma_k v`` is regressed onto the *teacher's* ODE solution from the same
-  ``x_{sigma_k}`` to 0 (Euler, ``teacher_steps`` steps, guided as configured). That is exactly what
+  ``x_{sigma_k}`` to 0 (Euler, ``teacher_steps`` steps, guided as configured, run by the inference
+  loop ``soul.sampling.loop.denoise_chunk`` itself). That is exactly what
   the x0-renoise sampler needs at each of its levels: a one-jump estimate of where the teacher's
   trajectory ends. The state ``x_{sigma_k}`` for ``k > 0`` is the data latent re-noised to
   ``sigma_k``, as the sampler re-noises its own x0 estimate. Chosen over DMD because it needs no
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import copy
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,11 +35,39 @@ from pydantic import Field, model_validator
 
 from soul.sampling.guidance import Conditions, Guidance, guided_velocity
 from soul.sampling.layout import audio_frame_mask, token_timesteps
-from soul.sampling.schedules import DISTILLED_TIMESTEPS, NUM_TRAIN_TIMESTEPS, EulerSampler
-from soul.training.config import TrainConfig
+from soul.sampling.loop import as_velocity_model, denoise_chunk
+from soul.sampling.schedules import DISTILLED_TIMESTEPS, NUM_TRAIN_TIMESTEPS, add_noise, distilled_sigmas, predict_x0, to_timestep
+from soul.training.config import TrainConfig, load_yaml_config
 from soul.training.data import TrainSample
-from soul.training.config import load_yaml_config
 from soul.training.trainer import Trainer, sample_generator, sample_sigma
+
+
+@dataclass(frozen=True)
+class DistillSample:
+    """One training sample as both distillers see it, drawn exactly as the flow-matching trainer draws it.
+
+    ``gen`` is the sample's own generator (seeded by run seed and global sample index): the
+    distillers keep drawing from it (noise level, noise), so a sample's loss stays independent of
+    batch layout and resume point.
+    """
+
+    gen: torch.Generator
+    x0: torch.Tensor  # [1, C, F, h, w] clean latents, frame 0 = the anchor
+    prefix: int  # clean latent frames given to the model (anchor + motion)
+    conds: Conditions  # prompt, null prompt, audio, and the audio frame mask for ``prefix``
+    weight: torch.Tensor  # [1, 1, F, h, w] loss weight: 0 on the prefix, mouth weighted up
+    shape: tuple[int, int, int]  # (F, h, w)
+    channels: int
+
+    def noised(self, noise: torch.Tensor, sigma: float) -> torch.Tensor:
+        """``x0`` at noise level ``sigma`` with the clean prefix kept, as training and sampling see it."""
+        x = add_noise(self.x0, noise, sigma)
+        x[:, :, : self.prefix] = self.x0[:, :, : self.prefix]
+        return x
+
+    def loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Weighted squared error per latent channel, the trainer's per-sample loss."""
+        return ((pred - target) ** 2 * self.weight).sum() / (self.weight.sum() * self.channels)
 
 
 class DistillCFGConfig(TrainConfig):
@@ -94,11 +124,9 @@ class _Distiller(Trainer):
             self._resume()
 
     def _teacher_velocity(self) -> Any:
-        from soul.sampling.loop import as_velocity_model
-
         return as_velocity_model(self.teacher)
 
-    def _prepare(self, sample: TrainSample, index: int) -> dict[str, Any]:
+    def _prepare(self, sample: TrainSample, index: int) -> DistillSample:
         """Latents, prefix, conditions and RNG for one sample, as the flow-matching trainer draws them."""
         gen = sample_generator(self.cfg.seed, index)
         with torch.no_grad():
@@ -112,7 +140,7 @@ class _Distiller(Trainer):
         extra = {"audio_frame_mask": audio_frame_mask(f, prefix, 1, self.device)}
         conds = Conditions(text=text, null_text=self.null_text, audio=audio, extra=extra)
         weight = self.loss_weight(sample, (f, h, w), prefix)  # the student's loss weights the mouth like training
-        return {"gen": gen, "x0": x0, "prefix": prefix, "conds": conds, "weight": weight, "shape": (f, h, w), "channels": c}
+        return DistillSample(gen=gen, x0=x0, prefix=prefix, conds=conds, weight=weight, shape=(f, h, w), channels=c)
 
     def _student(self, xt: torch.Tensor, timestep: torch.Tensor, conds: Conditions) -> torch.Tensor:
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (self.cfg.mixed_precision == "bf16" and self.device.type == "cuda") else nullcontext()
@@ -126,9 +154,9 @@ class _Distiller(Trainer):
                 return_dict=False,
             )[0].float()
 
-    def _timesteps(self, sigma: float, s: dict[str, Any]) -> torch.Tensor:
+    def _timesteps(self, sigma: float, s: DistillSample) -> torch.Tensor:
         patch = tuple(int(x) for x in self.transformer.config.patch_size)
-        return token_timesteps(sigma * NUM_TRAIN_TIMESTEPS, s["shape"], patch, s["prefix"], 1, self.device)
+        return token_timesteps(to_timestep(sigma), s.shape, patch, s.prefix, 1, self.device)
 
 
 class CFGDistiller(_Distiller):
@@ -139,15 +167,13 @@ class CFGDistiller(_Distiller):
         teacher = self._teacher_velocity()
         for sample, index in zip(samples, indices):
             s = self._prepare(sample, index)
-            sigma = sample_sigma(s["gen"], self.cfg.timestep_sampling, self.cfg.flow_shift)
-            noise = torch.randn(s["x0"].shape, generator=s["gen"]).to(self.device)
-            xt = (1 - sigma) * s["x0"] + sigma * noise
-            xt[:, :, : s["prefix"]] = s["x0"][:, :, : s["prefix"]]
+            sigma = sample_sigma(s.gen, self.cfg.timestep_sampling, self.cfg.flow_shift)
+            noise = torch.randn(s.x0.shape, generator=s.gen).to(self.device)
+            xt = s.noised(noise, sigma)
             t = self._timesteps(sigma, s)
             with torch.no_grad():
-                target = guided_velocity(teacher, xt, t, s["conds"], self.guidance)
-            pred = self._student(xt, t, s["conds"])
-            losses.append(((pred - target) ** 2 * s["weight"]).sum() / (s["weight"].sum() * s["channels"]))
+                target = guided_velocity(teacher, xt, t, s.conds, self.guidance)
+            losses.append(s.loss(self._student(xt, t, s.conds), target))
         return torch.stack(losses)
 
 
@@ -156,36 +182,36 @@ class StepDistiller(_Distiller):
 
     def __init__(self, cfg: TrainConfig, output: str | Path | None = None, resume: bool = False) -> None:
         super().__init__(cfg, output=output, resume=resume)
-        self.sigmas = [float(t) / NUM_TRAIN_TIMESTEPS for t in getattr(cfg, "timesteps", DISTILLED_TIMESTEPS)]
+        self.sigmas = distilled_sigmas(getattr(cfg, "timesteps", DISTILLED_TIMESTEPS)).tolist()[:-1]
         self.teacher_guidance = Guidance(self.guidance.text_scale, self.guidance.audio_scale, enabled=bool(getattr(cfg, "teacher_guidance", True)))
         self.teacher_steps = int(getattr(cfg, "teacher_steps", 8))
 
+    def teacher_levels(self, sigma: float) -> torch.Tensor:
+        """The teacher's schedule from ``sigma`` to 0: ``teacher_steps`` evenly spaced Euler steps."""
+        return torch.linspace(sigma, 0.0, self.teacher_steps + 1, dtype=torch.float64)
+
     @torch.no_grad()
-    def teacher_solution(self, x: torch.Tensor, sigma: float, s: dict[str, Any]) -> torch.Tensor:
-        """The teacher's Euler ODE solution from ``x`` at ``sigma`` to 0 (prefix frames held clean)."""
-        teacher = self._teacher_velocity()
-        levels = torch.linspace(sigma, 0.0, self.teacher_steps + 1, dtype=torch.float64)
-        run = EulerSampler(levels)
-        x = x.clone()
-        p = s["prefix"]
-        for i in range(run.num_steps):
-            v = guided_velocity(teacher, x, self._timesteps(run.sigma(i), s), s["conds"], self.teacher_guidance)
-            x = run.step(v, i, x)
-            x[:, :, :p] = s["x0"][:, :, :p]
-        return x
+    def teacher_solution(self, x: torch.Tensor, sigma: float, s: DistillSample) -> torch.Tensor:
+        """The teacher's Euler ODE solution from ``x`` at ``sigma`` to 0 (prefix frames held clean).
+
+        Runs the inference loop itself (``denoise_chunk``), so the target is exactly what sampling
+        with the teacher at these levels would produce: same per-token timesteps, audio frame mask,
+        guidance passes and prefix handling.
+        """
+        prefix = s.x0[:, :, : s.prefix]
+        return denoise_chunk(self.teacher, x, prefix, s.conds, self.teacher_levels(sigma), guidance=self.teacher_guidance, sampler="euler")
 
     def sample_losses(self, samples: list[TrainSample], indices: list[int]) -> torch.Tensor:
         losses = []
         for sample, index in zip(samples, indices):
             s = self._prepare(sample, index)
-            k = int(torch.randint(0, len(self.sigmas), (), generator=s["gen"]))
+            k = int(torch.randint(0, len(self.sigmas), (), generator=s.gen))
             sigma = self.sigmas[k]
-            noise = torch.randn(s["x0"].shape, generator=s["gen"]).to(self.device)
-            x = (1 - sigma) * s["x0"] + sigma * noise
-            x[:, :, : s["prefix"]] = s["x0"][:, :, : s["prefix"]]
+            noise = torch.randn(s.x0.shape, generator=s.gen).to(self.device)
+            x = s.noised(noise, sigma)
             target = self.teacher_solution(x, sigma, s)
-            pred_x0 = x - sigma * self._student(x, self._timesteps(sigma, s), s["conds"])
-            losses.append(((pred_x0 - target) ** 2 * s["weight"]).sum() / (s["weight"].sum() * s["channels"]))
+            pred_x0 = predict_x0(x, self._student(x, self._timesteps(sigma, s), s.conds), sigma)
+            losses.append(s.loss(pred_x0, target))
         return torch.stack(losses)
 
 

@@ -17,7 +17,6 @@ directory is given as ``init_checkpoint``, can be copied to ``CHECKPOINT/soul/li
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,7 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from soul.models.light_vae import LightDecoder, light_vae_config_for
 from soul.training.checkpointing import CheckpointManager, rng_state, set_rng_state
-from soul.training.metrics import MetricsLogger
+from soul.training.loop import LoopPlan, run_steps
+from soul.training.metrics import psnr
 
 LIGHT_VAE_OUTPUT = "light_vae"
 
@@ -71,11 +71,6 @@ class DistillVAEConfig(BaseModel):
         if self.seconds * self.fps < self.num_frames:
             raise ValueError(f"seconds * fps must give at least num_frames={self.num_frames} frames")
         return self
-
-
-def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = float(F.mse_loss(a.clamp(-1, 1), b.clamp(-1, 1)))
-    return 10 * math.log10(4.0 / max(mse, 1e-12))
 
 
 class VAEDistiller:
@@ -158,7 +153,7 @@ class VAEDistiller:
         self.student.eval()
         pred = self.student(self.eval_latents)
         self.student.train()
-        return {"eval_psnr_vs_full": _psnr(pred, self.eval_targets), "eval_mae_vs_full": float((pred - self.eval_targets).abs().mean())}  # type: ignore[arg-type]
+        return {"eval_psnr_vs_full": psnr(pred, self.eval_targets), "eval_mae_vs_full": float((pred - self.eval_targets).abs().mean())}  # type: ignore[arg-type]
 
     def save_checkpoint(self) -> Path:
         state = {"optimizer": self.optimizer.state_dict(), "rng": rng_state(), "numpy_rng": self.rng.bit_generator.state, "step": self.step}
@@ -167,21 +162,7 @@ class VAEDistiller:
     def train(self, max_steps: int | None = None, progress: Any = None) -> list[dict[str, float]]:
         """Run to ``max_steps``; log, checkpoint, evaluate at the end and export the decoder."""
         target = max_steps or self.cfg.max_steps
-        logger = MetricsLogger(self.output, resume_step=self.step, tensorboard=False)
-        history: list[dict[str, float]] = []
-        try:
-            while self.step < target:
-                record = self.train_step()
-                if self.step == target:
-                    record.update(self.evaluate())
-                history.append({"step": self.step, **record})
-                if self.step % self.cfg.log_every == 0 or self.step == target:
-                    logger.log(self.step, record)
-                if self.step % self.cfg.checkpoint_every == 0 or self.step == target:
-                    self.save_checkpoint()
-                if progress:
-                    progress(self.step, target)
-        finally:
-            logger.close()
+        plan = LoopPlan(target=target, log_every=self.cfg.log_every, checkpoint_every=self.cfg.checkpoint_every, metrics_dir=self.output)
+        history = run_steps(self, plan, progress, final_metrics=self.evaluate)
         self.student.eval().save_pretrained(self.output / LIGHT_VAE_OUTPUT)
         return history

@@ -12,6 +12,9 @@ import math
 from pathlib import Path
 from typing import Any
 
+import torch
+import torch.nn.functional as F
+
 
 class MetricsLogger:
     def __init__(self, directory: str | Path, resume_step: int = 0, tensorboard: bool = True) -> None:
@@ -49,3 +52,15 @@ class MetricsLogger:
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     """All records of a `metrics.jsonl`."""
     return [json.loads(ln) for ln in Path(path).read_text().splitlines() if ln.strip()]
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR in dB of two frame tensors in model range [-1, 1] (peak-to-peak 2, i.e. 0..255 pixels).
+
+    Both are clamped to [-1, 1] first, because that is what becomes pixels: an unclamped decoder's
+    overshoot must not count as error. The one definition every VAE report uses (the miniature VAE
+    trainer, the light-decoder distiller), so their numbers compare; an exact match gives a finite
+    ~126 dB (the MSE is floored at 1e-12) rather than infinity.
+    """
+    mse = float(F.mse_loss(a.clamp(-1, 1), b.clamp(-1, 1)))
+    return 10 * math.log10(4.0 / max(mse, 1e-12))

@@ -26,11 +26,13 @@ import torch
 import torch.distributed as dist
 
 from soul.errors import InputError, RuntimeFailure
+from soul.sampling.schedules import add_noise, shift_sigma, to_timestep, velocity_target
+from soul.sampling.seeds import mix_seed
 from soul.training.cache import FeatureCache
 from soul.training.checkpointing import CheckpointManager, rng_state, set_rng_state
 from soul.training.config import TrainConfig
 from soul.training.data import ClipWindowDataset, TrainSample
-from soul.training.metrics import MetricsLogger
+from soul.training.loop import LoopPlan, run_steps
 
 
 @dataclass
@@ -59,8 +61,12 @@ def init_distributed() -> DistContext:
 
 
 def sample_generator(seed: int, sample_index: int) -> torch.Generator:
-    """The generator of one global sample: independent of rank and batch layout."""
-    return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(sample_index))
+    """The generator of one global sample: independent of rank and batch layout.
+
+    Seeded through ``mix_seed`` (the scheme long videos seed chunks with), so neighbouring samples
+    and neighbouring run seeds get unrelated streams while staying a pure function of both.
+    """
+    return torch.Generator().manual_seed(mix_seed(seed, sample_index))
 
 
 def sample_sigma(gen: torch.Generator, mode: str, shift: float) -> float:
@@ -70,7 +76,7 @@ def sample_sigma(gen: torch.Generator, mode: str, shift: float) -> float:
     else:
         s = torch.rand((), generator=gen).item()
     s = min(max(s, 1e-4), 1.0)
-    return shift * s / (1 + (shift - 1) * s)
+    return shift_sigma(s, shift)
 
 
 def lr_lambda(cfg: TrainConfig) -> Any:
@@ -266,7 +272,7 @@ class Trainer:
             drop_audio = drop_both or bool(drop[2] < cond.drop_audio)
             sigma = sample_sigma(gen, cfg.timestep_sampling, cfg.flow_shift)
             noise = torch.randn(x0.shape, generator=gen).to(self.device)
-            xt = (1 - sigma) * x0 + sigma * noise
+            xt = add_noise(x0, noise, sigma)
             xt[:, :, :prefix] = x0[:, :, :prefix]
             with torch.no_grad():
                 text = self.null_text if drop_text else self._text([sample.caption])
@@ -274,7 +280,7 @@ class Trainer:
                 if drop_audio:
                     audio = torch.zeros_like(audio)
             patch = tuple(int(x) for x in self.transformer.config.patch_size)
-            timestep = token_timesteps(sigma * 1000.0, (f, h, w), patch, prefix, 1, self.device)
+            timestep = token_timesteps(to_timestep(sigma), (f, h, w), patch, prefix, 1, self.device)
             autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (cfg.mixed_precision == "bf16" and self.device.type == "cuda") else nullcontext()
             with autocast:
                 pred = self.model(
@@ -285,7 +291,7 @@ class Trainer:
                     audio_frame_mask=audio_frame_mask(f, prefix, 1, self.device),
                     return_dict=False,
                 )[0].float()
-            target = noise - x0
+            target = velocity_target(x0, noise)
             weight = self.loss_weight(sample, (f, h, w), prefix)
             losses.append(((pred - target) ** 2 * weight).sum() / (weight.sum() * c))
         return torch.stack(losses)
@@ -384,22 +390,20 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
 
     def train(self, max_steps: int | None = None, progress: Any = None) -> list[dict[str, float]]:
+        """Run to ``max_steps`` (default: the config's); export once the config's last step is reached.
+
+        A shorter ``max_steps`` stops early with a checkpoint, so a later ``resume=True`` run
+        continues exactly where this one stopped.
+        """
         target = max_steps or self.cfg.max_steps
-        logger = MetricsLogger(self.output, resume_step=self.step, tensorboard=self.ctx.is_main) if self.ctx.is_main else None
-        history: list[dict[str, float]] = []
-        try:
-            while self.step < target:
-                record = self.train_step()
-                history.append({"step": self.step, **record})
-                if logger and (self.step % self.cfg.log_every == 0 or self.step == target):
-                    logger.log(self.step, record)
-                if self.step % self.cfg.checkpoint_every == 0 or self.step == target:
-                    self.save_checkpoint()
-                if progress:
-                    progress(self.step, target)
-        finally:
-            if logger:
-                logger.close()
+        plan = LoopPlan(
+            target=target,
+            log_every=self.cfg.log_every,
+            checkpoint_every=self.cfg.checkpoint_every,
+            metrics_dir=self.output if self.ctx.is_main else None,
+            tensorboard=self.ctx.is_main,
+        )
+        history = run_steps(self, plan, progress)
         if self.step >= self.cfg.max_steps:
             self.export()
         return history
