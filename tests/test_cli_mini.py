@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import inspect
-import io
 import json
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.helpers.shards import shard_members
 
 SOUL = [sys.executable, "-m", "soul"]
 
@@ -32,24 +31,6 @@ def in_process(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[i
         code = int(exit_.code or 0)
     out, err = capsys.readouterr()
     return code, out, err
-
-
-def _members(out: Path) -> dict[str, object]:
-    """Samples of every WAV and the text of every JSON member (float WAVs and MP4s carry a timestamp)."""
-    import soundfile as sf
-
-    found: dict[str, object] = {}
-    for shard in sorted((out / "shards").glob("*.tar")):
-        with tarfile.open(shard) as tar:
-            for member in tar.getmembers():
-                data = tar.extractfile(member).read()  # type: ignore[union-attr]
-                if member.name.endswith(".wav"):
-                    found[member.name] = sf.read(io.BytesIO(data), dtype="float32")[0]
-                elif member.name.endswith(".json"):
-                    found[member.name] = data.decode()
-                else:
-                    found[member.name] = len(data)
-    return found
 
 
 def test_mini_help_lists_every_command_with_an_example() -> None:
@@ -81,7 +62,7 @@ def test_clips_writes_the_shards_write_clip_shards_writes(tmp_path: Path) -> Non
     shards = sorted((tmp_path / "cli" / "shards").glob("*.tar"))
     assert res.stdout.split() == [str(p) for p in shards] and len(shards) == 1
     write_clip_shards(tmp_path / "lib", 3, seconds=1.0, seed=2)
-    cli, lib = _members(tmp_path / "cli"), _members(tmp_path / "lib")
+    cli, lib = shard_members(tmp_path / "cli"), shard_members(tmp_path / "lib")
     assert cli.keys() == lib.keys() and len(cli) == 9  # mp4 + wav + json per clip
     for key, value in cli.items():
         if key.endswith(".wav"):
@@ -95,7 +76,7 @@ def test_clips_writes_the_shards_write_clip_shards_writes(tmp_path: Path) -> Non
 def test_clips_with_media_mixes_real_speech(media: Path, tmp_path: Path) -> None:
     res = run("mini", "clips", tmp_path, "--clips", "8", "--seconds", "1", "--seed", "3", "--media", media)
     assert res.returncode == 0, res.stderr
-    sources = {json.loads(v)["audio_source"] for k, v in _members(tmp_path).items() if k.endswith(".json")}  # type: ignore[arg-type]
+    sources = {json.loads(v)["audio_source"] for k, v in shard_members(tmp_path).items() if k.endswith(".json")}  # type: ignore[arg-type]
     assert sources == {"babble", "speech"}
 
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from soul.miniature.clips import draw_clip, write_clip_shards
 from soul.miniature.speech_pool import HELD_OUT_SPEECH, TRAIN_SPEECH, SpeechPool
+from tests.helpers.shards import shard_members
 
 
 def test_clips_are_deterministic_by_seed() -> None:
@@ -57,26 +58,8 @@ def test_shards_mix_real_speech_and_babble_from_the_training_split(media: Path, 
     write_clip_shards(tmp_path / "b", 8, seconds=1.0, seed=3, clips_per_shard=4, speech=pool)
     sources = _sources(tmp_path / "a")
     assert sources == _sources(tmp_path / "b") and set(sources.values()) == {"babble", "speech"}
-    a, b = _members(tmp_path / "a"), _members(tmp_path / "b")
+    a, b = shard_members(tmp_path / "a"), shard_members(tmp_path / "b")
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
-
-
-def _members(out: Path) -> dict[str, object]:
-    """Samples of every WAV and the text of every JSON member (float WAVs and MP4s carry a timestamp)."""
-    import io
-
-    import soundfile as sf
-
-    found: dict[str, object] = {}
-    for shard in sorted((out / "shards").glob("*.tar")):
-        with tarfile.open(shard) as tar:
-            for member in tar.getmembers():
-                data = tar.extractfile(member).read()  # type: ignore[union-attr]
-                if member.name.endswith(".wav"):
-                    found[member.name] = sf.read(io.BytesIO(data), dtype="float32")[0]
-                elif member.name.endswith(".json"):
-                    found[member.name] = np.frombuffer(data, np.uint8)
-    return found
 
 
 def test_pair_clips_move_each_mouth_with_its_own_stream() -> None:
