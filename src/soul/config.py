@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from soul.errors import InputError
 
+MODEL_SAMPLE_RATE = 16_000
+"""The one audio rate: the wav2vec2 encoder was trained at 16 kHz, so every track the model or the analysis reads is resampled to it."""
 DEFAULT_PRESET = "wan22-ti2v-5b"
 """The real model: without weights it stops in seconds and says how to get them, never renders noise."""
 
@@ -128,7 +130,7 @@ class AudioEncoderConfig(_Section):
     """The wav2vec2 audio encoder: where its weights live and the `Wav2Vec2Config` kwargs."""
 
     hub_id: str | None = None
-    sample_rate: int = 16000  # = soul.media.audio.MODEL_SAMPLE_RATE (config sits below media, so it cannot import it)
+    sample_rate: int = MODEL_SAMPLE_RATE
     feature_rate: int = 50
     config: dict[str, Any]
 

@@ -25,7 +25,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from soul.analysis.drawing import looks_drawn
-from soul.config import DEFAULT_PRESET
+from soul.config import DEFAULT_PRESET, MODEL_SAMPLE_RATE
 from soul.errors import InputError, SoulWarning
 from soul.media.audio import Audio
 from soul.media.image import load_image
@@ -134,8 +134,8 @@ def prepare_inputs(request: GenerateRequest, workdir: Path) -> PreparedInputs:
     image = load_image(request.image)
     model_audio = []
     for p in request.audio:
-        spooled = spool_audio(p, workdir, sample_rate=16_000, mono=True)
-        model_audio.append(loudness_normalize_(spooled.load(), 16_000))
+        spooled = spool_audio(p, workdir, sample_rate=MODEL_SAMPLE_RATE, mono=True)
+        model_audio.append(loudness_normalize_(spooled.load(), MODEL_SAMPLE_RATE))
         spooled.path.unlink()
     for mask in request.masks:
         if not mask.exists():
@@ -145,7 +145,7 @@ def prepare_inputs(request: GenerateRequest, workdir: Path) -> PreparedInputs:
     else:
         track = mix_spooled([spool_audio(p, workdir, sample_rate=MUX_SAMPLE_RATE, mono=False) for p in request.audio], workdir, MUX_SAMPLE_RATE)
     mux = Audio(FileSamples(track), track.sample_rate)  # type: ignore[arg-type]  # array-like read from disk
-    return PreparedInputs(image=image, model_audio=model_audio, mux_audio=mux, duration=max(a.shape[0] for a in model_audio) / 16_000)
+    return PreparedInputs(image=image, model_audio=model_audio, mux_audio=mux, duration=max(a.shape[0] for a in model_audio) / MODEL_SAMPLE_RATE)
 
 
 # Request fields that change no frame: left out of the resume fingerprint.

@@ -12,10 +12,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from soul.config import MODEL_SAMPLE_RATE  # noqa: F401  (media users take the one audio rate from here)
 from soul.errors import InputError
-
-# The one audio rate: the wav2vec2 audio encoder was trained at 16 kHz, so every track the model or the analysis reads is resampled to it.
-MODEL_SAMPLE_RATE = 16_000
 TARGET_LOUDNESS_DB = -23.0
 PEAK_CEILING_DB = -1.0
 

@@ -20,11 +20,11 @@ import numpy as np
 import soundfile as sf
 from PIL import Image
 
+from soul.config import MODEL_SAMPLE_RATE
 from soul.errors import InputError
 from soul.media.image import fit_image
 from soul.training.config import DataConfig
 
-AUDIO_RATE = 16_000
 
 
 @dataclass(frozen=True)
@@ -100,11 +100,11 @@ def _decode_video(data: bytes) -> tuple[list[np.ndarray], float]:
 
 def _decode_audio(data: bytes | None, seconds: float) -> np.ndarray:
     if data is None:
-        return np.zeros(int(round(seconds * AUDIO_RATE)), np.float32)
+        return np.zeros(int(round(seconds * MODEL_SAMPLE_RATE)), np.float32)
     audio, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     audio = audio.mean(axis=1)
-    if rate != AUDIO_RATE:
-        t_new = np.arange(int(round(audio.shape[0] * AUDIO_RATE / rate))) / AUDIO_RATE
+    if rate != MODEL_SAMPLE_RATE:
+        t_new = np.arange(int(round(audio.shape[0] * MODEL_SAMPLE_RATE / rate))) / MODEL_SAMPLE_RATE
         audio = np.interp(t_new, np.arange(audio.shape[0]) / rate, audio).astype(np.float32)
     return audio
 
@@ -155,8 +155,8 @@ class ClipWindowDataset:
         ref_idx = int(rng.integers(n_src)) if self.reference_from_clip else int(src_idx[0])
         reference = _to_model_range(frames[ref_idx], width, height)
         audio = _decode_audio(audio_bytes, total)
-        a0 = int(round(start_t * AUDIO_RATE))
-        n_audio = int(round(cfg.num_frames / cfg.fps * AUDIO_RATE))
+        a0 = int(round(start_t * MODEL_SAMPLE_RATE))
+        n_audio = int(round(cfg.num_frames / cfg.fps * MODEL_SAMPLE_RATE))
         clip_audio = np.zeros(n_audio, np.float32)
         part = audio[a0 : a0 + n_audio]
         clip_audio[: part.shape[0]] = part
