@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 LOCK := requirements.lock
 # The extras `make` installs; `make lock` resolves the same set (a test checks the lock covers them).
-EXTRAS ?= dev,data,bench,train,ray,dnsmos
+EXTRAS ?= dev,data,bench,train,ray,dnsmos,serve
 QUIET_PIP := 2>&1 | { grep -v "is ignored" || true; }
 
 .PHONY: demo test install lock clean

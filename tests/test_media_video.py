@@ -130,3 +130,63 @@ def test_writer_owns_what_it_encodes_when_the_caller_reuses_its_buffer(media: Pa
     assert np.array_equal(fresh, reused), f"max difference {np.abs(fresh.astype(int) - reused).max()} levels"
     assert _psnr(reused, frames).min() > 35.0
     assert np.percentile(np.abs(reused.astype(int) - frames), 99.9) <= 16
+
+
+def _key_frame_indices(path: Path) -> list[int]:
+    with av.open(str(path)) as c:
+        packets = sorted((p for p in c.demux(c.streams.video[0]) if p.size), key=lambda p: p.pts)
+    return [i for i, p in enumerate(packets) if p.is_keyframe]
+
+
+def test_fragmented_preview_is_readable_while_it_grows(tmp_path: Path) -> None:
+    """The live preview: moov first, fragments flushed as they finish, read before it is closed."""
+    path = tmp_path / "preview.mp4"
+    fps, n = 25, 125
+    t = np.arange(48000 * 5) / 48000
+    audio = Audio(np.stack([0.3 * np.sin(2 * np.pi * 440 * t), 0.3 * np.sin(2 * np.pi * 220 * t)], 1).astype(np.float32), 48000)
+    frames = _frames(n)
+    readable: list[np.ndarray] = []
+    with VideoWriter(path, fps, audio=audio, fragmented=True) as writer:
+        assert not path.exists()  # the preview appears with its first frames, not before
+        for batch in np.array_split(frames, 5):
+            writer.write(batch)
+            assert path.exists()
+            reader = read_video(path)  # still being written: no trailer, only whole fragments
+            assert reader.has_audio
+            readable.append(reader.read_all() if reader.num_frames else np.zeros((0, 48, 64, 3), np.uint8))
+            assert not len(readable[-1]) or reader.fps == fps  # (only the moov before the first fragment: no rate yet)
+    counts = [len(r) for r in readable]
+    assert counts == sorted(counts), counts  # it only grows
+    assert 0 < counts[1] and counts[-1] < n, counts  # a second is visible after two batches; not all before close
+    final = read_video(path)
+    assert final.num_frames == n
+    decoded = final.read_all()
+    assert decoded.shape == (n, 48, 64, 3)
+    for early in readable:  # what was readable early is what the finished file holds
+        assert np.array_equal(early, decoded[: len(early)])
+    assert np.abs(decoded.astype(int) - frames.astype(int)).mean() < 4
+    back = final.read_audio(sample_rate=None, mono=False)
+    assert back.sample_rate == 48000 and back.channels == 2
+    assert abs(back.duration - n / fps) <= 2 * 1024 / 48000 + 1 / fps  # cut to the frames, up to AAC framing
+    keys = _key_frame_indices(path)
+    assert keys[0] == 0 and max(np.diff(keys + [n])) <= fps  # a keyframe (and fragment) at least every second
+    with av.open(str(path)) as c:
+        assert c.streams.video[0].codec_context.name == "h264" and c.streams.audio[0].codec_context.name == "aac"
+    assert [p.name for p in tmp_path.iterdir()] == ["preview.mp4"]  # written in place: no temporary file
+
+
+def test_fragmented_preview_keeps_what_was_written_on_error(tmp_path: Path) -> None:
+    path = tmp_path / "preview.mp4"
+    with pytest.raises(RuntimeError, match="boom"):
+        with VideoWriter(path, 10, fragmented=True) as writer:
+            writer.write(_frames(23))
+            raise RuntimeError("boom")
+    assert read_video(path).num_frames == 23  # finished with every frame written, encoder delay flushed
+    with pytest.raises(RuntimeError, match="boom"):
+        with VideoWriter(tmp_path / "never.mp4", 10, fragmented=True):
+            raise RuntimeError("boom")
+    assert [p.name for p in tmp_path.iterdir()] == ["preview.mp4"]
+    with pytest.raises(ValueError, match="no frames"):
+        with VideoWriter(tmp_path / "empty.mp4", 10, fragmented=True):
+            pass
+    assert not (tmp_path / "empty.mp4").exists()

@@ -25,6 +25,8 @@ from soul.cli import probe as _probe  # noqa: F401,E402
 from soul.cli import bench as _bench  # noqa: F401,E402
 from soul.cli import distill as _distill  # noqa: F401,E402
 from soul.cli import mini as _mini  # noqa: F401,E402
+from soul.cli import client as _client  # noqa: F401,E402
+from soul.cli import serve as _serve  # noqa: F401,E402
 
 
 def main(argv: list[str] | None = None) -> None:

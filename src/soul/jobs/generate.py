@@ -14,9 +14,11 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -156,12 +158,16 @@ def run_generate(
     request: GenerateRequest,
     progress: ProgressFn | None = None,
     on_chunk: Callable[[dict[str, Any]], None] | None = None,
+    *,
+    preview: Path | None = None,
 ) -> GenerateResult:
     """Generate the video for `request` and write it to `request.output`.
 
     Chunk latents are kept in `OUT.mp4.soul-partial/` while the job runs and removed once the MP4 is
     in place; with `request.resume` (the default) a previous run of the same request continues from
     its last finished chunk. `on_chunk` receives each chunk's summary record as it finishes.
+    With `preview`, every frame written to the MP4 is also written to a fragmented MP4 at that path,
+    in place and readable while it grows (`VideoWriter(fragmented=True)`); it holds the same frames.
     """
     from soul.jobs.resume import remove_stale_work_dirs
 
@@ -172,7 +178,7 @@ def run_generate(
     remove_stale_work_dirs(request.output)
     with tempfile.TemporaryDirectory(prefix=f".{request.output.name}.audio-{os.getpid()}-", dir=request.output.parent) as workdir:
         inputs = prepare_inputs(request, Path(workdir))
-        return _run(request, inputs, start, progress, on_chunk)
+        return _run(request, inputs, start, progress, on_chunk, preview)
 
 
 def _run(
@@ -181,8 +187,11 @@ def _run(
     start: float,
     progress: ProgressFn | None,
     on_chunk: Callable[[dict[str, Any]], None] | None,
+    preview: Path | None = None,
 ) -> GenerateResult:
     """Resolve the settings, load the model, then stream chunks into the MP4 (resumable)."""
+    from contextlib import ExitStack
+
     from soul.config import load_preset
     from soul.jobs.resume import ResumeState, fingerprint, remove_stale_writer_files
     from soul.media.video import VideoWriter
@@ -212,10 +221,18 @@ def _run(
     files = [request.image, *request.audio, *request.masks, *weight_files]
     state = ResumeState.open(request.output, fingerprint(_fingerprint_fields(request, config, settings), files), resume=request.resume)
     remove_stale_writer_files(request.output)
-    with VideoWriter(request.output, settings.fps, audio=inputs.mux_audio) as writer:
+    with ExitStack() as writers:
+        sinks = [writers.enter_context(VideoWriter(request.output, settings.fps, audio=inputs.mux_audio)).write]
+        if preview is not None:  # a tee: the live preview gets every batch the MP4 gets, closed with it
+            sinks.append(writers.enter_context(VideoWriter(preview, settings.fps, audio=inputs.mux_audio, fragmented=True)).write)
+
+        def sink(frames: np.ndarray) -> None:
+            for write in sinks:
+                write(frames)
+
         result = generate_long_video(
             pipe, conditions, inputs.model_audio, video_frames=video_frames_for_duration(inputs.duration, settings.fps),
-            settings=settings, seed=request.seed, sink=writer.write, state=state, progress=progress, on_chunk=on_chunk,
+            settings=settings, seed=request.seed, sink=sink, state=state, progress=progress, on_chunk=on_chunk,
         )
     state.remove()
     return GenerateResult(
@@ -299,7 +316,38 @@ def weight_source(request: GenerateRequest, config: SoulConfig) -> str:
     return "random"
 
 
+_WARM = threading.local()
+
+
+@contextmanager
+def warm_pipelines() -> Iterator[None]:
+    """Keep the pipeline `run_generate` loads in this thread for its next calls (a server worker).
+
+    Loading a model costs seconds (miniature) to minutes (5B); a worker serving job after job must
+    not pay that per job. The cache is per thread, since a pipeline runs one job at a time, and holds
+    one pipeline: a job on another preset replaces it rather than doubling the memory.
+    """
+    previous = getattr(_WARM, "pipelines", None)
+    _WARM.pipelines = {} if previous is None else previous
+    try:
+        yield
+    finally:
+        _WARM.pipelines = previous
+
+
 def load_pipeline(request: GenerateRequest, config: SoulConfig) -> tuple[SoulPipeline, list[Path]]:
+    """`_load_pipeline`, served from the thread's warm cache inside `warm_pipelines()`."""
+    cache: dict[tuple[Any, ...], tuple[SoulPipeline, list[Path]]] | None = getattr(_WARM, "pipelines", None)
+    if cache is None:
+        return _load_pipeline(request, config)
+    key = (request.preset, str(request.checkpoint), request.device, request.dtype, request.cpu_offload, config.model_dump_json())
+    if key not in cache:
+        cache.clear()  # drop the old pipeline before building the new one: one model in memory
+        cache[key] = _load_pipeline(request, config)
+    return cache[key]
+
+
+def _load_pipeline(request: GenerateRequest, config: SoulConfig) -> tuple[SoulPipeline, list[Path]]:
     """The pipeline a request runs on, and the weight files whose content identifies its frames.
 
     `--checkpoint` wins; else the preset's shipped weights (`weights:`), which must be installed

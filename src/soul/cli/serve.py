@@ -1,0 +1,95 @@
+"""`soul serve`: the HTTP API and web UI over a persistent job queue (docs/serve.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from soul.cli.app import app, state
+from soul.config import DEFAULT_PRESET
+
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+@app.command(
+    help=(
+        "Serve Soul over HTTP: a JSON API under /v1 (submit a portrait and speech, follow progress, "
+        "download the MP4) and a web UI at /. Jobs wait in a queue kept in DATA/jobs.sqlite and run "
+        "one per worker with the model kept loaded; a server that is killed picks its jobs up again at "
+        "the next start, each from its last finished chunk. Every upload is checked as `soul generate` "
+        "checks its files, so a bad one is refused at once with the same message.\n\n"
+        "With --token (or SOUL_TOKEN) every /v1 request needs `Authorization: Bearer <token>`; set one "
+        "whenever --host is not local.\n\n"
+        "Examples:\n\n"
+        "  soul serve --preset mini-fast\n\n"
+        "  curl -F image=@face.png -F audio=@hello.wav -F prompt='a person talking' localhost:8000/v1/jobs\n\n"
+        "  SOUL_TOKEN=s3cret soul serve --host 0.0.0.0 --preset wan22-ti2v-5b --checkpoint ~/weights/soul --data /srv/soul"
+    )
+)
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface; set a --token)."),
+    port: int = typer.Option(8000, "--port", min=0, max=65535, help="TCP port."),
+    data: Path = typer.Option(Path("soul-data"), "--data", help="Directory of the job store (jobs.sqlite) and of every job's files (jobs/<id>/)."),
+    preset: str = typer.Option(DEFAULT_PRESET, "--preset", help="Preset of jobs that name none (mini-fast: the fast miniature model; see soul generate --help)."),
+    checkpoint: Path = typer.Option(None, "--checkpoint", help="Weights directory for jobs on the default --preset (as soul generate --checkpoint)."),
+    token: str = typer.Option(None, "--token", envvar="SOUL_TOKEN", help="Bearer token every /v1 request must send (default: $SOUL_TOKEN; none: open)."),
+    max_queue: int = typer.Option(16, "--max-queue", min=1, help="Jobs allowed to wait; a submit beyond that gets 429."),
+    max_upload_mb: float = typer.Option(200.0, "--max-upload-mb", min=0.001, help="Largest request body (image + audio) in MB; beyond that 413."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Jobs run at once, each worker with its own loaded model (memory!)."),
+) -> None:
+    import sys
+
+    from soul.errors import RuntimeFailure
+
+    try:
+        import uvicorn
+
+        from soul.serve import ServeConfig, create_app
+    except ImportError as err:
+        raise RuntimeFailure(f"soul serve needs the serve extra ({err.name} is missing): pip install 'soul-avatar[serve]'") from None
+
+    config = ServeConfig(
+        host=host, port=port, data=data, preset=preset, checkpoint=checkpoint, token=token or None,
+        max_queue=max_queue, max_upload_mb=max_upload_mb, workers=workers, examples=write_examples(data / "examples"),
+    )
+    application = create_app(config)
+    if config.token is None and host not in LOCAL_HOSTS:
+        print(f"warning: serving on {host} without --token: anyone who reaches port {port} can run jobs", file=sys.stderr)
+    if not state.quiet:
+        typer.echo(f"soul serve: http://{host}:{port}/ (data {application.state.config.data}, preset {preset}, {workers} worker(s))")
+
+    class _Server(uvicorn.Server):
+        """uvicorn that tells the app it is stopping as soon as the signal comes (streams end, jobs re-queue)."""
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            application.state.begin_shutdown()
+            super().handle_exit(sig, frame)
+
+    _Server(
+        uvicorn.Config(application, host=host, port=port, log_level="warning" if state.quiet else "info", timeout_graceful_shutdown=5)
+    ).run()
+
+
+def write_examples(folder: Path) -> Path:
+    """A drawn face and babble from the miniature world's held-out range, for the UI's example button.
+
+    Made here (the command line may use the miniature world; the server package may not) and only
+    once per data directory.
+    """
+    import soundfile as sf
+
+    from soul.config import MODEL_SAMPLE_RATE
+    from soul.miniature.portrait import HELD_OUT_SEED, draw_face, random_face
+    from soul.miniature.speech import synthesize_babble
+
+    folder.mkdir(parents=True, exist_ok=True)
+    portrait, speech = folder / "portrait.png", folder / "speech.wav"
+    if not portrait.is_file():  # written under a temporary name, so a killed start leaves no half file
+        draw_face(random_face(HELD_OUT_SEED + 77), size=256).save(folder / ".portrait.tmp.png")
+        (folder / ".portrait.tmp.png").replace(portrait)
+    if not speech.is_file():
+        sf.write(folder / ".speech.tmp.wav", synthesize_babble(3.0, MODEL_SAMPLE_RATE, seed=HELD_OUT_SEED + 77), MODEL_SAMPLE_RATE)
+        (folder / ".speech.tmp.wav").replace(speech)
+    return folder
