@@ -37,7 +37,8 @@ def serve(
     token: str = typer.Option(None, "--token", envvar="SOUL_TOKEN", help="Bearer token every /v1 request must send (default: $SOUL_TOKEN; none: open)."),
     max_queue: int = typer.Option(16, "--max-queue", min=1, help="Jobs allowed to wait; a submit beyond that gets 429."),
     max_upload_mb: float = typer.Option(200.0, "--max-upload-mb", min=0.001, help="Largest request body (image + audio) in MB; beyond that 413."),
-    workers: int = typer.Option(1, "--workers", min=1, help="Jobs run at once, each worker with its own loaded model (memory!)."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Jobs run at once, each worker with its own loaded model (memory!): one per GPU."),
+    device: str = typer.Option("cpu", "--device", help="torch device the workers generate on, e.g. cuda or cuda:1."),
 ) -> None:
     import sys
 
@@ -52,7 +53,7 @@ def serve(
 
     config = ServeConfig(
         host=host, port=port, data=data, preset=preset, checkpoint=checkpoint, token=token or None,
-        max_queue=max_queue, max_upload_mb=max_upload_mb, workers=workers, examples=write_examples(data / "examples"),
+        max_queue=max_queue, max_upload_mb=max_upload_mb, workers=workers, device=device, examples=write_examples(data / "examples"),
     )
     application = create_app(config)
     if config.token is None and host not in LOCAL_HOSTS:
