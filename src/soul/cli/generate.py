@@ -28,7 +28,9 @@ from soul.config import DEFAULT_PRESET
         "  soul generate --preset wan22-ti2v-5b --checkpoint ~/weights/soul --image host.png "
         "--audio a.wav --audio b.wav -o duo.mp4\n\n"
         "  soul generate --preset wan22-ti2v-5b-fast --checkpoint ~/weights/soul-distilled --image me.jpg "
-        "--audio hello.wav -o fast.mp4"
+        "--audio hello.wav -o fast.mp4\n\n"
+        "Several processes (GPUs) share one video with --parallel, launched by torchrun:\n\n"
+        "  torchrun --nproc_per_node 4 -m soul generate --device cuda --parallel ulysses=2,cfg=2 ..."
     )
 )
 def generate(
@@ -62,10 +64,25 @@ def generate(
     max_duration: float = typer.Option(None, "--max-duration", help="Longest audio accepted, in seconds (default 1800)."),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue an interrupted run of the same command from its last finished chunk."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary (with one record per chunk)."),
+    parallel: str = typer.Option(None, "--parallel", help="ulysses=U,cfg=C: share the video among the U*C processes torchrun launched (U split each step's tokens, C its guidance passes); the frames are those of one process, rank 0 writes them. CUDA ranks use NCCL (--device cuda), CPU ranks gloo."),
 ) -> None:
+    import os
+    import warnings
+
     from soul.cli.progress import step_progress
-    from soul.errors import InputError
+    from soul.errors import InputError, SoulWarning
     from soul.jobs.generate import build_request, run_generate
+    from soul.parallel.spec import ParallelSpec
+
+    spec = None if parallel is None else ParallelSpec.parse(parallel)
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if spec is None and launched > 1:  # N copies of one job would all write the same file
+        raise InputError("--parallel", f"torchrun launched {launched} processes but --parallel is not given", f"add --parallel ulysses={launched} (or cfg=..., ulysses x cfg = {launched})")
+    if spec is not None and int(os.environ.get("RANK", "0")) != 0:
+        # Every rank runs the same job; rank 0 alone speaks (progress, warnings, the summary).
+        state.quiet = True
+        json_out = False
+        warnings.simplefilter("ignore", SoulWarning)
 
     if codebook not in (None, "on", "off"):
         raise InputError("--codebook", f"{codebook!r}", "use --codebook on or --codebook off")
@@ -87,7 +104,7 @@ def generate(
         codebook_threshold=codebook_threshold, codebook_blend=codebook_blend, max_duration=max_duration, resume=resume, vae=vae,
     )
     with step_progress("sampling", enabled=not (state.quiet or json_out)) as progress:
-        result = run_generate(request, progress=progress)
+        result = run_generate(request, progress=progress, parallel=spec)
     if json_out:
         typer.echo(json.dumps(result.as_dict(), indent=2, default=str))
     elif not state.quiet:

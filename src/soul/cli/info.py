@@ -28,7 +28,8 @@ def _gib(n: int) -> str:
         "Parameter counts per component, token counts and memory estimates for a preset, computed "
         "from the real model classes built without weights (no download, a few seconds).\n\n"
         "Examples:\n\n  soul info --preset wan22-ti2v-5b\n\n"
-        "  soul info --preset wan22-ti2v-5b --height 480 --width 832 --frames 81 --json"
+        "  soul info --preset wan22-ti2v-5b --height 480 --width 832 --frames 81 --json\n\n"
+        "  soul info --preset wan22-ti2v-5b --parallel-plan   (memory, communication and estimated time on 1-8 GPUs)"
     )
 )
 def info(
@@ -37,12 +38,48 @@ def info(
     width: int | None = typer.Option(None, "--width", help="Video width in pixels (default: the preset's)."),
     frames: int | None = typer.Option(None, "--frames", help="Frames per chunk, 4k+1 (default: the preset's)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object with every number and how it was estimated."),
+    parallel: bool = typer.Option(
+        False, "--parallel-plan",
+        help="Plan inference over several GPUs (soul generate --parallel ulysses=U,cfg=C): tokens, weights, activations and bytes sent per rank, and an estimated time relative to 1 GPU; a Markdown table (with --json: a 'parallel_plan' section).",
+    ),
+    gpus: str = typer.Option("1,2,4,8", "--gpus", help="GPU counts to plan for (--parallel-plan), comma-separated."),
+    tflops: float = typer.Option(400.0, "--tflops", help="Assumed sustained bf16 TFLOP/s of one GPU (--parallel-plan's time estimate)."),
+    link_gbs: float = typer.Option(200.0, "--link-gbs", help="Assumed GB/s one GPU sends in all-to-all / all-gather (NVLink ~200, PCIe ~25)."),
 ) -> None:
     from soul.config import load_preset
-    from soul.models.info import model_info
+    from soul.errors import InputError
+    from soul.models.info import Hardware, model_info, parallel_plan, parallel_plan_markdown
 
     config = load_preset(preset)
     report = model_info(config, height, width, frames)
+    if parallel:
+        from soul.sampling.settings import resolve_sampling
+
+        try:
+            counts = tuple(int(g) for g in gpus.split(",") if g.strip())
+        except ValueError:
+            counts = ()
+        if not counts or min(counts) < 1:
+            raise InputError("--gpus", f"{gpus!r}", "give positive whole numbers, e.g. 1,2,4,8")
+        if tflops <= 0 or link_gbs <= 0:
+            raise InputError("--tflops/--link-gbs", "must be positive", "e.g. --tflops 400 --link-gbs 200")
+        settings = resolve_sampling(config, height=report["video"]["height"], width=report["video"]["width"])
+        plan = parallel_plan(
+            config, passes=settings.guidance.num_passes(has_audio=True), steps=settings.steps,
+            height=report["video"]["height"], width=report["video"]["width"], frames=report["video"]["frames"],
+            gpus=counts, hardware=Hardware(tflops=tflops, link_gbs=link_gbs),
+        )
+        if json_out:
+            print(json.dumps({**report, "parallel_plan": plan}, indent=2))
+            return
+        video, hw = plan["video"], plan["hardware"]
+        print(
+            f"{plan['preset']}: one {video['width']}x{video['height']}, {video['frames']}-frame chunk = {plan['tokens']['video_tokens']} tokens, "
+            f"{plan['passes_per_step']} guidance passes x {plan['steps']} steps; {plan['dtype']}; time assumes {hw['tflops']:g} TFLOP/s and "
+            f"{hw['link_gbs']:g} GB/s per GPU, {hw['latency_us']:g} us per collective (an estimate, not a measurement)\n"
+        )
+        print(parallel_plan_markdown(plan))
+        return
     if json_out:
         print(json.dumps(report, indent=2))
         return

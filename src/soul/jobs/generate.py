@@ -34,6 +34,8 @@ from soul.media.image import load_image
 
 if TYPE_CHECKING:
     from soul.config import SoulConfig
+    from soul.parallel.runtime import ParallelRuntime
+    from soul.parallel.spec import ParallelSpec
     from soul.sampling.settings import SamplingSettings
     from soul.pipelines.soul_pipeline import SoulPipeline
 
@@ -160,6 +162,7 @@ def run_generate(
     on_chunk: Callable[[dict[str, Any]], None] | None = None,
     *,
     preview: Path | None = None,
+    parallel: ParallelSpec | str | None = None,
 ) -> GenerateResult:
     """Generate the video for `request` and write it to `request.output`.
 
@@ -168,17 +171,37 @@ def run_generate(
     its last finished chunk. `on_chunk` receives each chunk's summary record as it finishes.
     With `preview`, every frame written to the MP4 is also written to a fragmented MP4 at that path,
     in place and readable while it grows (`VideoWriter(fragmented=True)`); it holds the same frames.
+
+    `parallel` (`"ulysses=U,cfg=C"`, a `soul.parallel.ParallelSpec`): this process is one of the
+    `U * C` that torchrun launched; all run this same call and make the same frames, which rank 0
+    alone writes (MP4, preview, resume state); the others return the same result without writing.
     """
     from soul.jobs.resume import remove_stale_work_dirs
 
     start = time.perf_counter()
-    # Decoded audio lives beside the output (same disk, found again and removed if a killed run
-    # left it), not in the system temp directory, which a SIGKILL would litter for good.
-    request.output.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_work_dirs(request.output)
-    with tempfile.TemporaryDirectory(prefix=f".{request.output.name}.audio-{os.getpid()}-", dir=request.output.parent) as workdir:
-        inputs = prepare_inputs(request, Path(workdir))
-        return _run(request, inputs, start, progress, on_chunk, preview)
+    runtime = None
+    if parallel is not None:
+        from soul.parallel.runtime import init_parallel
+        from soul.parallel.spec import ParallelSpec
+
+        spec = ParallelSpec.parse(parallel) if isinstance(parallel, str) else parallel
+        if spec.world_size > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1:  # ulysses=1,cfg=1 alone: one process
+            runtime = init_parallel(spec, request.device)
+    if runtime is not None:
+        request = request.model_copy(update={"device": str(runtime.device)})
+    try:
+        writer = runtime is None or runtime.is_writer
+        # Decoded audio lives beside the output (same disk, found again and removed if a killed run
+        # left it), not in the system temp directory, which a SIGKILL would litter for good.
+        request.output.parent.mkdir(parents=True, exist_ok=True)
+        if writer:
+            remove_stale_work_dirs(request.output)
+        with tempfile.TemporaryDirectory(prefix=f".{request.output.name}.audio-{os.getpid()}-", dir=request.output.parent) as workdir:
+            inputs = prepare_inputs(request, Path(workdir))
+            return _run(request, inputs, start, progress, on_chunk, preview, runtime)
+    finally:
+        if runtime is not None:
+            runtime.close()
 
 
 def _run(
@@ -188,6 +211,7 @@ def _run(
     progress: ProgressFn | None,
     on_chunk: Callable[[dict[str, Any]], None] | None,
     preview: Path | None = None,
+    runtime: ParallelRuntime | None = None,
 ) -> GenerateResult:
     """Resolve the settings, load the model, then stream chunks into the MP4 (resumable)."""
     from contextlib import ExitStack
@@ -207,6 +231,9 @@ def _run(
             f"is {inputs.duration:.1f} s, longer than the maximum of {settings.max_duration:.0f} s",
             f"trim the audio, or raise the limit with --max-duration {math.ceil(inputs.duration)}",
         )
+    video_frames = video_frames_for_duration(inputs.duration, settings.fps)
+    if runtime is not None:
+        runtime.check(heads=config.transformer.num_attention_heads, num_passes=settings.guidance.num_passes(), chunk_tokens=_chunk_tokens(config, settings, video_frames))
     notes = generation_warnings(request, config, inputs.image)
     for note in notes:
         warnings.warn(SoulWarning(note), stacklevel=3)
@@ -214,33 +241,53 @@ def _run(
     pipe, weight_files = load_pipeline(request, config)
     if request.cpu_offload:
         pipe.enable_model_cpu_offload()
+    if runtime is not None:
+        pipe.enable_parallel(runtime)
     conditions = pipe.encode_conditions(
         inputs.image, request.prompt, request.negative_prompt, len(request.audio), settings, _person_masks(request, inputs, settings, config),
     )
-    # 3. Chunks into the MP4; finished chunks saved for resume
+    # 3. Chunks into the MP4; finished chunks saved for resume. In a parallel run only rank 0 writes:
+    #    the others get no sink (so they decode nothing) and see rank 0's resume state.
+    writer = runtime is None or runtime.is_writer
     files = [request.image, *request.audio, *request.masks, *weight_files]
-    state = ResumeState.open(request.output, fingerprint(_fingerprint_fields(request, config, settings), files), resume=request.resume)
-    remove_stale_writer_files(request.output)
+    state = None
+    if writer:
+        state = ResumeState.open(request.output, fingerprint(_fingerprint_fields(request, config, settings), files), resume=request.resume)
+        remove_stale_writer_files(request.output)
+    store = state if runtime is None else runtime.share_store(state)
     with ExitStack() as writers:
-        sinks = [writers.enter_context(VideoWriter(request.output, settings.fps, audio=inputs.mux_audio)).write]
-        if preview is not None:  # a tee: the live preview gets every batch the MP4 gets, closed with it
-            sinks.append(writers.enter_context(VideoWriter(preview, settings.fps, audio=inputs.mux_audio, fragmented=True)).write)
+        sink = None
+        if writer:
+            sinks = [writers.enter_context(VideoWriter(request.output, settings.fps, audio=inputs.mux_audio)).write]
+            if preview is not None:  # a tee: the live preview gets every batch the MP4 gets, closed with it
+                sinks.append(writers.enter_context(VideoWriter(preview, settings.fps, audio=inputs.mux_audio, fragmented=True)).write)
 
-        def sink(frames: np.ndarray) -> None:
-            for write in sinks:
-                write(frames)
+            def sink(frames: np.ndarray) -> None:
+                for write in sinks:
+                    write(frames)
 
         result = generate_long_video(
-            pipe, conditions, inputs.model_audio, video_frames=video_frames_for_duration(inputs.duration, settings.fps),
-            settings=settings, seed=request.seed, sink=sink, state=state, progress=progress, on_chunk=on_chunk,
+            pipe, conditions, inputs.model_audio, video_frames=video_frames,
+            settings=settings, seed=request.seed, sink=sink, state=store, progress=progress, on_chunk=on_chunk,
         )
-    state.remove()
+    if state is not None:
+        state.remove()
     return GenerateResult(
         output=request.output, num_frames=result.frames, fps=settings.fps, duration=result.frames / settings.fps,
         audio_duration=inputs.duration, height=settings.height, width=settings.width,
         seconds=round(time.perf_counter() - start, 3), preset=request.preset, seed=request.seed,
-        info=_result_info(request, config, settings, result, notes), chunks=result.chunks,
+        info=_result_info(request, config, settings, result, notes, runtime), chunks=result.chunks,
     )
+
+
+def _chunk_tokens(config: SoulConfig, settings: SamplingSettings, video_frames: int) -> list[int]:
+    """Transformer tokens of every chunk of the video (what sequence parallelism splits)."""
+    from soul.sampling.chunks import plan_video
+
+    _, p_h, p_w = config.transformer.patch_size
+    scale = config.vae.scale_factor_spatial
+    per_frame = (settings.height // scale // p_h) * (settings.width // scale // p_w)
+    return [plan.model_latents * per_frame for plan in plan_video(video_frames, settings.chunk_frames, settings.motion_latents).chunks]
 
 
 def resolve_request(request: GenerateRequest, config: SoulConfig) -> SamplingSettings:
@@ -280,14 +327,17 @@ def _fingerprint_fields(request: GenerateRequest, config: SoulConfig, settings: 
     return fields
 
 
-def _result_info(request: GenerateRequest, config: SoulConfig, settings: SamplingSettings, result: Any, notes: list[str]) -> dict[str, Any]:
+def _result_info(
+    request: GenerateRequest, config: SoulConfig, settings: SamplingSettings, result: Any, notes: list[str], runtime: ParallelRuntime | None = None,
+) -> dict[str, Any]:
+    parallel = None if runtime is None else {"ulysses": runtime.spec.ulysses, "cfg": runtime.spec.cfg, "world_size": runtime.world_size, "rank": runtime.rank}
     return {
         "seed": request.seed, "num_frames": result.generated_frames, "video_frames": result.frames,
         "sampler": settings.sampler, "sigmas": [round(float(s), 6) for s in settings.sigmas], "vae": settings.vae,
         "weights": weight_source(request, config), "text_guidance_scale": settings.guidance.text_scale,
         "audio_guidance_scale": settings.guidance.audio_scale, "guidance": settings.guidance.enabled,
         "passes_per_step": settings.guidance.num_passes(), "num_streams": len(request.audio), "warnings": notes,
-        **result.info,
+        "parallel": parallel, **result.info,
     }
 
 

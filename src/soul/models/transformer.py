@@ -100,6 +100,20 @@ class AudioCrossAttention(nn.Module):
         return out.reshape(batch, seq, dim)
 
 
+class SequenceEntry(nn.Module):
+    """Where the token sequence enters the blocks: an identity with a name and no parameters.
+
+    ``forward(hidden_states [B, S, dim], frame_gate [B, S, 1] | None)`` returns both unchanged.
+    It exists so sequence parallelism has a module whose inputs are exactly the per-token tensors
+    the blocks read: ``soul.parallel``'s context-parallel plan splits both along the sequence here
+    (diffusers' own plan splits at ``blocks.0``, whose ``forward`` Soul does not call when block 0
+    carries audio).
+    """
+
+    def forward(self, hidden_states: torch.Tensor, frame_gate: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return hidden_states, frame_gate
+
+
 class _AudioContext:
     """Per-forward audio inputs, prepared once and shared by every audio block."""
 
@@ -123,7 +137,15 @@ class SoulTransformer3DModel(WanTransformer3DModel):
 
     The config is diffusers' plus `audio_*` keys, so `from_config` rebuilds the whole model;
     `backbone_config()` returns only diffusers' keys for writing the official layout.
+
+    Sequence parallelism: `soul.parallel.enable_sequence_parallel`, not diffusers'
+    `enable_parallelism` alone. The inherited plan is switched off (`_cp_plan = None`, so a bare
+    `enable_parallelism(config=...)` fails instead of running): the frame-local audio layers need
+    more than a plan can say (each rank's audio tokens and masks are those of the frames its token
+    shard covers), which `soul.parallel` adds as a hook on every audio layer.
     """
+
+    _cp_plan = None
 
     @register_to_config
     def __init__(
@@ -188,6 +210,7 @@ class SoulTransformer3DModel(WanTransformer3DModel):
         self.audio_layers = nn.ModuleDict(
             {str(i): AudioCrossAttention(inner_dim, num_attention_heads, eps) for i in indices}
         )
+        self.sequence_entry = SequenceEntry()
 
     # ------------------------------------------------------------------ construction / weights
 
@@ -473,6 +496,10 @@ class SoulTransformer3DModel(WanTransformer3DModel):
                 (batch_size, post_patch_num_frames, post_patch_height, post_patch_width),
                 hidden_states.dtype,
             )
+        # The per-token tensors enter the blocks here: sequence parallelism splits them at this module.
+        hidden_states, frame_gate = self.sequence_entry(hidden_states, None if audio is None else audio.frame_gate)
+        if audio is not None:
+            audio.frame_gate = frame_gate
 
         checkpointing = torch.is_grad_enabled() and self.gradient_checkpointing
         for index, block in enumerate(self.blocks):

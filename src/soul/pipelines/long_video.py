@@ -67,7 +67,8 @@ class ChunkStore(Protocol):
 
 
 FramesSink = Callable[[np.ndarray], None]
-"""Receives uint8 frames ``[T, H, W, 3]`` in order, as soon as they are decoded."""
+"""Receives uint8 frames ``[T, H, W, 3]`` in order, as soon as they are decoded. ``sink=None``
+means nobody wants the frames (the non-writing ranks of a parallel run): nothing is decoded."""
 ChunkCallback = Callable[[dict[str, Any]], None]
 """Called with a chunk's summary record after the chunk is saved and its frames are emitted."""
 
@@ -159,6 +160,7 @@ def sample_chunk(
         start=TEMPORAL * (plan.first_latent - plan.motion - 1), total_frames=total_frames,
     )
     feats = audio.features(windows).unsqueeze(0).to(pipe.device)
+    parallel = getattr(pipe, "parallel", None)
     shape = (1, cfg.vae.z_dim, plan.model_latents, prefix.shape[3], prefix.shape[4])
     noise = randn_tensor(shape, generator=generator, device=generator.device, dtype=torch.float32).to(pipe.device)
     pipe.activate("transformer")
@@ -167,17 +169,17 @@ def sample_chunk(
             pipe.transformer, noise, prefix,
             Conditions(text=conditions.text, null_text=conditions.null_text, audio=feats, extra={"audio_masks": conditions.person_masks}),
             settings.sigma_tensor(), guidance=settings.guidance, sampler=settings.sampler, generator=generator,
-            batched_guidance=batched_guidance, callback=callback,
+            batched_guidance=batched_guidance, callback=callback, guide=None if parallel is None else parallel.guide,
         )
 
 
 class _Sequence:
     """The growing latent sequence: its motion tail, the codebook, and the decoder feeding the sink."""
 
-    def __init__(self, pipe: SoulPipeline, anchor: torch.Tensor, settings: SamplingSettings, seed: int, video_frames: int, sink: FramesSink) -> None:
+    def __init__(self, pipe: SoulPipeline, anchor: torch.Tensor, settings: SamplingSettings, seed: int, video_frames: int, sink: FramesSink | None) -> None:
         self.pipe, self.anchor, self.settings, self.seed = pipe, anchor, settings, seed
         self.video_frames, self.sink = video_frames, sink
-        self.decoder = pipe.streaming_decoder(settings.vae)
+        self.decoder = None if sink is None else pipe.streaming_decoder(settings.vae)
         self.codebook: LatentCodebook | None = None
         self.tail = anchor[:, :, :0]  # the last M latents of the sequence, [1, C, <=M, h, w]
         self.emitted = 0
@@ -203,8 +205,12 @@ class _Sequence:
             )
         if s.motion_latents:
             self.tail = torch.cat([self.tail, new], dim=2)[:, :, -s.motion_latents :]
+        remaining = max(0, self.video_frames - self.emitted)
+        if self.sink is None or self.decoder is None:  # no one wants the frames: count them, decode nothing
+            self.emitted += min(plan.video_frames, remaining)
+            return
         self.pipe.activate("vae")
-        frames = frames_to_uint8(self.decoder.push(new))[: max(0, self.video_frames - self.emitted)]
+        frames = frames_to_uint8(self.decoder.push(new))[:remaining]
         if frames.shape[0]:
             self.sink(frames)
             self.emitted += frames.shape[0]
@@ -231,7 +237,7 @@ def generate_long_video(
     video_frames: int,
     settings: SamplingSettings,
     seed: int,
-    sink: FramesSink,
+    sink: FramesSink | None,
     state: ChunkStore | None = None,
     batched_guidance: bool = False,
     progress: Callable[[int, int], None] | None = None,

@@ -21,7 +21,7 @@ import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -54,6 +54,9 @@ from soul.sampling.chunks import ChunkPlan
 from soul.sampling.layout import LatentLayout, latent_layout
 from soul.sampling.loop import StepCallback
 from soul.sampling.settings import SamplingSettings, resolve_sampling
+
+if TYPE_CHECKING:
+    from soul.parallel.runtime import ParallelRuntime
 
 PRESET_FILE = "preset.yaml"
 AUDIO_ENCODER_DIR = "audio_encoder"
@@ -122,6 +125,7 @@ class SoulPipeline:
         self.audio_encoder = audio_encoder
         self.config = config
         self._offload_device: torch.device | None = None
+        self.parallel: ParallelRuntime | None = None
 
     # ------------------------------------------------------------------------------- building
 
@@ -297,6 +301,20 @@ class SoulPipeline:
         self._offload_device = torch.device(device)
         for module in self._modules().values():
             module.to("cpu")
+
+    def enable_parallel(self, runtime: ParallelRuntime) -> None:
+        """Generate over torchrun's processes (``soul.parallel.init_parallel``): Ulysses sequence
+        parallelism in the transformer, guidance passes spread over ranks in the sampling loop.
+
+        Every rank must then make the same calls with the same inputs; the frames are the same as
+        in one process. Once per pipeline (diffusers' hooks stay on the transformer).
+        """
+        if self.parallel is runtime:
+            return
+        if self.parallel is not None:
+            raise RuntimeError("this pipeline is already parallel over another process group")
+        runtime.apply(self.transformer)
+        self.parallel = runtime
 
     def enable_vae_tiling(self) -> None:
         """Decode in overlapping spatial tiles (diffusers' Wan VAE tiling) to bound memory."""

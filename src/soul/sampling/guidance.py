@@ -22,12 +22,13 @@ formula exact:
   audio guidance off expect the cost of plain CFG, and the speech still drives both passes.)
 * both 1, or ``enabled=False`` (guidance-distilled students): 1 call, ``v(c,a)``.
 
-Passes can run as one batched call (faster when memory allows) or one after another (less memory).
+Passes can run as one batched call (faster when memory allows) or one after another (less memory),
+or on different processes (``soul.parallel``'s guidance parallelism, through ``predict_passes``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -124,6 +125,54 @@ def combine(predictions: Mapping[GuidancePass, torch.Tensor], weights: Mapping[G
     return out
 
 
+def predict_passes(
+    model: VelocityModel,
+    latents: torch.Tensor,
+    timestep: torch.Tensor,
+    conditions: Conditions,
+    kinds: Sequence[GuidancePass],
+    *,
+    batched: bool = False,
+) -> dict[GuidancePass, torch.Tensor]:
+    """The model's prediction for each pass in ``kinds`` (the evaluations ``guided_velocity`` combines).
+
+    ``batched=True`` stacks the passes along the batch dimension into one call; the result is the
+    same up to float rounding, at the cost of k times the activation memory. Guidance parallelism
+    (``soul.parallel``) calls this with each rank's share of the passes.
+    """
+    kinds = list(kinds)
+    if batched and len(kinds) > 1:
+        texts, audios = zip(*(conditions.inputs(k) for k in kinds))
+        k = len(kinds)
+        extra = {
+            name: (None if t is None else torch.cat([t] * k, dim=0)) for name, t in conditions.extra.items()
+        }
+        out = model(
+            hidden_states=torch.cat([latents] * k, dim=0),
+            timestep=torch.cat([timestep] * k, dim=0),
+            encoder_hidden_states=torch.cat(_pad_tokens(list(texts)), dim=0),
+            audio_features=None if audios[0] is None else torch.cat(list(audios), dim=0),
+            **extra,
+        )
+        return dict(zip(kinds, out.chunk(k, dim=0)))
+    predictions = {}
+    for kind in kinds:
+        text, audio = conditions.inputs(kind)
+        predictions[kind] = model(
+            hidden_states=latents,
+            timestep=timestep,
+            encoder_hidden_states=text,
+            audio_features=audio,
+            **conditions.extra,
+        )
+    return predictions
+
+
+GuideFn = Callable[..., torch.Tensor]
+"""``guide(model, latents, timestep, conditions, guidance, *, batched) -> v``: ``guided_velocity``
+or a drop-in replacement with the same result (``soul.parallel``'s guidance-parallel one)."""
+
+
 def guided_velocity(
     model: VelocityModel,
     latents: torch.Tensor,
@@ -139,30 +188,4 @@ def guided_velocity(
     same up to float rounding, at the cost of k times the activation memory.
     """
     weights = guidance.weights(has_audio=conditions.audio is not None)
-    kinds = list(weights)
-    if batched and len(kinds) > 1:
-        texts, audios = zip(*(conditions.inputs(k) for k in kinds))
-        k = len(kinds)
-        extra = {
-            name: (None if t is None else torch.cat([t] * k, dim=0)) for name, t in conditions.extra.items()
-        }
-        out = model(
-            hidden_states=torch.cat([latents] * k, dim=0),
-            timestep=torch.cat([timestep] * k, dim=0),
-            encoder_hidden_states=torch.cat(_pad_tokens(list(texts)), dim=0),
-            audio_features=None if audios[0] is None else torch.cat(list(audios), dim=0),
-            **extra,
-        )
-        predictions = dict(zip(kinds, out.chunk(k, dim=0)))
-    else:
-        predictions = {}
-        for kind in kinds:
-            text, audio = conditions.inputs(kind)
-            predictions[kind] = model(
-                hidden_states=latents,
-                timestep=timestep,
-                encoder_hidden_states=text,
-                audio_features=audio,
-                **conditions.extra,
-            )
-    return combine(predictions, weights)
+    return combine(predict_passes(model, latents, timestep, conditions, list(weights), batched=batched), weights)

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from soul.sampling.guidance import Conditions, Guidance, VelocityModel, guided_velocity
+from soul.sampling.guidance import Conditions, GuideFn, Guidance, VelocityModel, guided_velocity
 from soul.sampling.layout import audio_frame_mask, token_timesteps
 from soul.sampling.schedules import make_sampler
 
@@ -62,6 +62,7 @@ def denoise_chunk(
     generator: torch.Generator | None = None,
     batched_guidance: bool = False,
     callback: StepCallback | None = None,
+    guide: GuideFn | None = None,
 ) -> torch.Tensor:
     """Denoise one chunk whose first ``P`` latent frames are clean and given.
 
@@ -74,6 +75,8 @@ def denoise_chunk(
       the whole chunk (or None) and ``extra={"audio_masks": [B, N, h, w]}`` when needed; the
       audio frame mask is added here from ``P``.
     - ``sigmas``: the schedule, ending at 0 (``schedules.resolve_sigmas``).
+    - ``guide``: what combines the guidance passes of a step, ``guided_velocity`` by default; the
+      guidance-parallel replacement of ``soul.parallel`` spreads the passes over processes.
 
     Returns the denoised chunk ``[B, C, F, h, w]`` (float32, normalised latents). Runs under the
     caller's grad mode, so trainers (e.g. distillation) can backpropagate through it.
@@ -96,12 +99,13 @@ def denoise_chunk(
     model = as_velocity_model(transformer)
     prefix = prefix.to(device=device, dtype=torch.float32)
     run = make_sampler(sampler, sigmas, generator)
+    guide = guide or guided_velocity
 
     x = latents.float().clone()
     x[:, :, :p] = prefix
     for i in range(run.num_steps):
         t = token_timesteps(run.timestep(i), (f, h, w), patch, p, b, device)
-        v = guided_velocity(model, x, t, conds, guidance, batched=batched_guidance)
+        v = guide(model, x, t, conds, guidance, batched=batched_guidance)
         x = run.step(v, i, x)
         x[:, :, :p] = prefix
         if callback is not None:

@@ -56,10 +56,7 @@ def v1_router(state: ServeState, auth: Callable[[Request], Awaitable[None]]) -> 
     config, store = state.config, state.store
 
     def job_or_404(job_id: str) -> Job:
-        job = store.get(job_id) if _JOB_ID.match(job_id) else None
-        if job is None:
-            raise ApiError(404, f"job {job_id}: not found")
-        return job
+        return _job_or_404(store, job_id)
 
     @router.post("/jobs", status_code=201)
     async def submit(request: Request) -> JSONResponse:
@@ -174,6 +171,13 @@ async def submit_job(request: Request, config: ServeConfig, store: JobStore) -> 
         shutil.rmtree(job_dir, ignore_errors=True)
         raise _queue_full(config)
     return JSONResponse({"id": job_id, "status": "queued"}, status_code=201)
+
+
+def _job_or_404(store: JobStore, job_id: str) -> Job:
+    job = store.get(job_id) if _JOB_ID.match(job_id) else None
+    if job is None:
+        raise ApiError(404, f"job {job_id}: not found")
+    return job
 
 
 def _limited(receive: Receive, limit: int) -> Receive:

@@ -25,6 +25,7 @@ copy of the starting transformer (the teacher) is kept next to the student.
 from __future__ import annotations
 
 import copy
+import os
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from typing import Any, Literal
 import torch
 from pydantic import Field, model_validator
 
+from soul.errors import InputError
 from soul.sampling.guidance import Conditions, Guidance, guided_velocity
 from soul.sampling.layout import audio_frame_mask, token_timesteps
 from soul.sampling.loop import as_velocity_model, denoise_chunk
@@ -108,6 +110,9 @@ class _Distiller(Trainer):
     """Trainer with a frozen teacher copy of the starting transformer."""
 
     def __init__(self, cfg: TrainConfig, output: str | Path | None = None, resume: bool = False) -> None:
+        if cfg.distributed == "fsdp" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            # The teacher is a deep copy of the transformer made after it is wrapped: not done for FSDP shards.
+            raise InputError("distributed: fsdp", "is not supported by the distillers", "use distributed: ddp")
         # The teacher must be the *starting* weights: copy before any resume loads student weights.
         super().__init__(cfg, output=output, resume=False)
         self.teacher = copy.deepcopy(self.transformer).eval()

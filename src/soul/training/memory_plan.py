@@ -4,7 +4,10 @@ A lab deciding between DDP and FSDP, full fine-tuning and LoRA needs numbers bef
 These come from the same meta-device model builds as `soul info` and standard accounting:
 mixed-precision AdamW keeps fp32 master weights, fp32 gradients and two fp32 moments per trainable
 parameter (16 bytes); frozen weights sit in bf16 (2 bytes); FSDP divides sharded tensors by the
-number of GPUs and all-gathers one block (plus one prefetched) in bf16 at a time.
+number of GPUs and all-gathers one block (plus one prefetched) in bf16 at a time. (The trainer's
+FSDP2 units are a block's attention, cross-attention and FFN and each audio layer, see
+``soul.training.fsdp``; under autocast they are gathered in fp32. The largest unit, the FFN,
+plus a prefetched attention is then ~0.47 GiB at 5B, under the two bf16 blocks counted here.)
 """
 
 from __future__ import annotations

@@ -119,7 +119,9 @@ class Trainer:
         if cfg.gradient_checkpointing:
             self.transformer.enable_gradient_checkpointing()
         self._select_trainable(SOUL_PREFIXES)
+        self.transformer_class = type(self.transformer)  # FSDP2 swaps the class of what it shards
         self.model: torch.nn.Module = self._wrap(self.transformer)
+        self.param_names = [n for n, p in self.transformer.named_parameters() if p.requires_grad]
         self.params = [p for p in self.transformer.parameters() if p.requires_grad]
         if not self.params:
             raise InputError("trainable", "no parameters to train", "use trainable: audio, all or lora")
@@ -157,16 +159,34 @@ class Trainer:
             return module
         mode = self.cfg.distributed
         if mode == "fsdp":
-            from torch.distributed.fsdp import fully_shard
+            from soul.training.fsdp import shard_transformer
 
-            for block in getattr(module, "blocks", []):
-                fully_shard(block)
-            return fully_shard(module)
+            if self.cfg.trainable == "lora":  # the export rebuilds a plain model from the gathered state: adapters not handled
+                raise InputError("trainable: lora", "is not supported with distributed: fsdp", "use distributed: ddp (LoRA fits one GPU's memory, see README)")
+
+            return shard_transformer(module)  # in place: self.transformer's parameters become shards
         from torch.nn.parallel import DistributedDataParallel
 
         return DistributedDataParallel(module, device_ids=[self.ctx.local_rank] if self.device.type == "cuda" else None, find_unused_parameters=True)
 
+    @property
+    def sharded(self) -> bool:
+        from soul.training.fsdp import is_sharded
+
+        return is_sharded(self.model)
+
+    def full_state_dict(self) -> dict[str, torch.Tensor]:
+        """The transformer's whole state dict, full tensors on the CPU. Under FSDP a collective:
+        every rank calls it, rank 0 receives the tensors, the others an empty dict."""
+        from soul.training.fsdp import full_model_state
+
+        return full_model_state(self.model if self.sharded else self.transformer)
+
     def trainable_state(self) -> dict[str, torch.Tensor]:
+        """Full tensors of the trained parameters (a collective under FSDP; see ``full_state_dict``)."""
+        if self.sharded:
+            full = self.full_state_dict()
+            return {n: full[n] for n in self.param_names if n in full}
         return {n: p.detach() for n, p in self.transformer.named_parameters() if p.requires_grad}
 
     def _resume(self) -> None:
@@ -174,27 +194,40 @@ class Trainer:
         if latest is None:
             return
         weights, state, meta = self.checkpoints.load(latest)
-        params = dict(self.transformer.named_parameters())
-        with torch.no_grad():
-            for name, value in weights.items():
-                params[name].copy_(value.to(params[name].device, params[name].dtype))
-        self.optimizer.load_state_dict(state["optimizer"])
+        from soul.training import fsdp
+
+        # Checkpoints hold full tensors whatever the layout that wrote them, so any layout resumes
+        # any other: FSDP keeps its shard of each; the optimiser state is keyed by position
+        # (one process / DDP) or by parameter name (FSDP) and converted as needed.
+        fsdp.load_full_model_state(self.model if self.sharded else self.transformer, weights)
+        if self.sharded:
+            fsdp.load_full_optimizer_state(self.model, self.optimizer, state["optimizer"], self.param_names)
+        else:
+            self.optimizer.load_state_dict(fsdp.by_position(state["optimizer"], self.param_names))
         self.scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"][self.ctx.rank] if isinstance(state["rng"], list) else state["rng"])
         self.step = int(meta["step"])
         self.nonfinite = int(state.get("nonfinite", 0))
 
     def save_checkpoint(self) -> Path | None:
+        """Full weights and optimiser state, written by rank 0 (collective in multi-process runs)."""
         rngs: Any = rng_state()
         if self.ctx.world_size > 1:
             gathered: list[Any] = [None] * self.ctx.world_size
             dist.all_gather_object(gathered, rngs)
             rngs = gathered
+        if self.sharded:
+            from soul.training.fsdp import full_optimizer_state
+
+            weights = self.trainable_state()
+            optimizer = full_optimizer_state(self.model, self.optimizer)  # keyed by parameter name
+        else:
+            weights, optimizer = self.trainable_state(), self.optimizer.state_dict()
         if not self.ctx.is_main:
             return None
-        state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "rng": rngs, "nonfinite": self.nonfinite}
-        meta = {"preset": self.cfg.preset, "trainable": self.cfg.trainable, "samples_seen": self.step * self.global_batch}
-        return self.checkpoints.save(self.step, self.trainable_state(), state, meta)
+        state = {"optimizer": optimizer, "scheduler": self.scheduler.state_dict(), "rng": rngs, "nonfinite": self.nonfinite}
+        meta = {"preset": self.cfg.preset, "trainable": self.cfg.trainable, "samples_seen": self.step * self.global_batch, "world_size": self.ctx.world_size, "distributed": "fsdp" if self.sharded else ("ddp" if self.ctx.world_size > 1 else "none")}
+        return self.checkpoints.save(self.step, weights, state, meta)
 
     @property
     def global_batch(self) -> int:
@@ -360,18 +393,15 @@ class Trainer:
         training state is untouched (the fusion is undone afterwards).
         """
         target = Path(directory or self.output / "export")
-        full: dict[str, torch.Tensor] | None = None
-        if self.ctx.world_size > 1 and self.cfg.distributed == "fsdp":
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-            full = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        full = self.full_state_dict() if self.sharded else None  # collective: every rank gathers
         if not self.ctx.is_main:
             return None
         from soul.pipelines.soul_pipeline import SoulPipeline
 
         source = self.transformer
         if full is not None:
-            source = type(self.transformer).from_config(self.transformer.config)
+            # A plain (unsharded) model of the original class; fully_shard changed self.transformer's.
+            source = self.transformer_class.from_config(self.transformer.config)
             source.load_state_dict(full)
         fused = self.cfg.trainable == "lora"
         if fused:
