@@ -77,7 +77,10 @@ def test_a_job_runs_to_success_with_events_progress_and_a_video_as_long_as_its_a
     assert events[-1]["status"] == "succeeded", (events[-1], server.log_tail())
     running = [e["progress"] for e in events if e["status"] == "running"]
     assert running, [e["status"] for e in events]
-    assert len({p["elapsed_s"] for p in running}) >= 2  # progress moved while it ran
+    frames_seen = [e["progress"]["frames"] for e in events]
+    # Progress only moves forward, and it moved (a quiet machine may finish a one-chunk job between
+    # two polls of the store, so counting distinct running states would be a race).
+    assert frames_seen == sorted(frames_seen) and frames_seen[-1] > frames_seen[0], frames_seen
     done = events[-1]["progress"]
     assert done["chunks_done"] == done["chunks_total"] >= 1 and done["frames"] > 0
 
