@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+from pathlib import Path
 import json
 
 import numpy as np
@@ -70,7 +71,7 @@ def main() -> None:
 
     train_x, train_y = data([synthesize_babble(args.seconds, seed=s) for s in range(args.clips)])
     sets = {"babble": data([synthesize_babble(args.seconds, seed=10_000 + s) for s in range(8)])}
-    real = sorted(glob.glob("/work/shared/media/audio/*.wav"))
+    real = sorted(glob.glob(str(Path(__file__).resolve().parents[1].parent / "shared" / "media" / "audio" / "*.wav")))
     if real:
         sets["real"] = data([load_audio(p, 16000).samples[: int(16000 * 8)] for p in real])
     layers = train_x.shape[1]
