@@ -253,7 +253,8 @@ def test_a_client_filename_never_becomes_a_path(server: Server, talk: tuple[Path
 
 def test_health_and_the_web_ui(server: Server) -> None:
     health = server.client.get("/v1/health").json()
-    assert set(health) == {"status", "queued", "running", "preset"} and health["status"] == "ok" and health["preset"] == "mini-fast"
+    assert set(health) == {"status", "queued", "running", "preset", "workers", "parallel"} and health["status"] == "ok" and health["preset"] == "mini-fast"
+    assert health["workers"] == 1 and health["parallel"] is None
     page = httpx.get(f"{server.base}/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html") and "<" in page.text
     assert httpx.get(f"{server.base}/static/../../../pyproject.toml").status_code == 404

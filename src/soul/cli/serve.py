@@ -25,7 +25,10 @@ LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
         "Examples:\n\n"
         "  soul serve --preset mini-fast\n\n"
         "  curl -F image=@face.png -F audio=@hello.wav -F prompt='a person talking' localhost:8000/v1/jobs\n\n"
-        "  SOUL_TOKEN=s3cret soul serve --host 0.0.0.0 --preset wan22-ti2v-5b --checkpoint ~/weights/soul --data /srv/soul"
+        "  SOUL_TOKEN=s3cret soul serve --host 0.0.0.0 --preset wan22-ti2v-5b --checkpoint ~/weights/soul --data /srv/soul\n\n"
+        "One job on several GPUs at once (a worker group): launch with torchrun; rank 0 serves HTTP and "
+        "shares every job with the other ranks (see soul generate --parallel):\n\n"
+        "  torchrun --nproc_per_node 4 -m soul serve --device cuda --parallel ulysses=4 --checkpoint ~/weights/soul"
     )
 )
 def serve(
@@ -39,10 +42,20 @@ def serve(
     max_upload_mb: float = typer.Option(200.0, "--max-upload-mb", min=0.001, help="Largest request body (image + audio) in MB; beyond that 413."),
     workers: int = typer.Option(1, "--workers", min=1, help="Jobs run at once, each worker with its own loaded model (memory!): one per GPU."),
     device: str = typer.Option("cpu", "--device", help="torch device the workers generate on, e.g. cuda or cuda:1."),
+    parallel: str = typer.Option(None, "--parallel", help="ulysses=U,cfg=C: run every job on the U*C processes torchrun launched (rank 0 serves HTTP; the others follow it). CUDA ranks use NCCL (--device cuda), CPU ranks gloo."),
 ) -> None:
     import sys
 
-    from soul.errors import RuntimeFailure
+    from soul.errors import InputError, RuntimeFailure
+
+    group = None
+    if parallel is not None:
+        if workers != 1:
+            raise InputError("--workers", f"{workers} with --parallel: a worker group runs one job at a time on all its processes", "leave --workers out (or launch one soul serve per group)")
+        group = _join_group(parallel, device)
+        if group is None:  # a follower: it served its jobs, rank 0 has stopped
+            return
+        parallel = str(group.runtime.spec)
 
     try:
         import uvicorn
@@ -51,26 +64,67 @@ def serve(
     except ImportError as err:
         raise RuntimeFailure(f"soul serve needs the serve extra ({err.name} is missing): pip install 'soul-avatar[serve]'") from None
 
-    config = ServeConfig(
-        host=host, port=port, data=data, preset=preset, checkpoint=checkpoint, token=token or None,
-        max_queue=max_queue, max_upload_mb=max_upload_mb, workers=workers, device=device, examples=write_examples(data / "examples"),
-    )
-    application = create_app(config)
-    if config.token is None and host not in LOCAL_HOSTS:
-        print(f"warning: serving on {host} without --token: anyone who reaches port {port} can run jobs", file=sys.stderr)
-    if not state.quiet:
-        typer.echo(f"soul serve: http://{host}:{port}/ (data {application.state.config.data}, preset {preset}, {workers} worker(s))")
+    try:
+        config = ServeConfig(
+            host=host, port=port, data=data, preset=preset, checkpoint=checkpoint, token=token or None, max_queue=max_queue,
+            max_upload_mb=max_upload_mb, workers=workers, device=device, parallel=parallel, examples=write_examples(data / "examples"),
+        )
+        application = create_app(config, group=group)
+        if config.token is None and host not in LOCAL_HOSTS:
+            print(f"warning: serving on {host} without --token: anyone who reaches port {port} can run jobs", file=sys.stderr)
+        if not state.quiet:
+            layout = f"1 worker on {group.runtime.world_size} processes ({parallel})" if group else f"{workers} worker(s)"
+            typer.echo(f"soul serve: http://{host}:{port}/ (data {application.state.config.data}, preset {preset}, {layout})")
 
-    class _Server(uvicorn.Server):
-        """uvicorn that tells the app it is stopping as soon as the signal comes (streams end, jobs re-queue)."""
+        class _Server(uvicorn.Server):
+            """uvicorn that tells the app it is stopping as soon as the signal comes (streams end, jobs re-queue)."""
 
-        def handle_exit(self, sig: int, frame: Any) -> None:
-            application.state.begin_shutdown()
-            super().handle_exit(sig, frame)
+            def handle_exit(self, sig: int, frame: Any) -> None:
+                application.state.begin_shutdown()
+                super().handle_exit(sig, frame)
 
-    _Server(
-        uvicorn.Config(application, host=host, port=port, log_level="warning" if state.quiet else "info", timeout_graceful_shutdown=5)
-    ).run()
+        server = _Server(
+            uvicorn.Config(application, host=host, port=port, log_level="warning" if state.quiet else "info", timeout_graceful_shutdown=5)
+        )
+        workers_pool = application.state.workers
+        workers_pool.on_fatal = lambda _why: setattr(server, "should_exit", True)
+        server.run()
+        if workers_pool.fatal is not None:  # exit non-zero: a supervisor (systemd, Kubernetes) starts the group again
+            raise RuntimeFailure(f"{workers_pool.fatal}; its job is back in the queue and resumes at the next start")
+    finally:
+        if group is not None:
+            group.shutdown()
+            group.runtime.close()
+
+
+def _join_group(parallel: str, device: str) -> Any:
+    """Join torchrun's worker group: rank 0 gets its `WorkerGroup` to serve with; the other ranks
+    follow rank 0's jobs here until it stops, then get None."""
+    import signal
+    import warnings
+
+    from soul.errors import RuntimeFailure, SoulWarning
+    from soul.parallel.runtime import init_parallel
+    from soul.serve.group import WorkerGroup, follow
+    from soul.serve.worker import GroupBroken, preload_job_modules
+
+    runtime = init_parallel(parallel, device, command="serve")
+    if runtime.is_writer:
+        return WorkerGroup(runtime)
+    state.quiet = True  # rank 0 speaks for the group
+    warnings.simplefilter("ignore", SoulWarning)
+    # A follower stops when rank 0 says so (after putting a running job back in the queue), not at
+    # the signal torchrun or a terminal sends every process: dying first would break rank 0's job.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    try:
+        preload_job_modules()
+        follow(runtime)
+    except GroupBroken as err:
+        raise RuntimeFailure(f"rank {runtime.rank}: lost the worker group's rank 0 ({err})") from None
+    finally:
+        runtime.close()
+    return None
 
 
 def write_examples(folder: Path) -> Path:

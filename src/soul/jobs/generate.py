@@ -162,7 +162,7 @@ def run_generate(
     on_chunk: Callable[[dict[str, Any]], None] | None = None,
     *,
     preview: Path | None = None,
-    parallel: ParallelSpec | str | None = None,
+    parallel: ParallelSpec | str | ParallelRuntime | None = None,
 ) -> GenerateResult:
     """Generate the video for `request` and write it to `request.output`.
 
@@ -175,18 +175,23 @@ def run_generate(
     `parallel` (`"ulysses=U,cfg=C"`, a `soul.parallel.ParallelSpec`): this process is one of the
     `U * C` that torchrun launched; all run this same call and make the same frames, which rank 0
     alone writes (MP4, preview, resume state); the others return the same result without writing.
+    A `soul.parallel.ParallelRuntime` is a process group joined already and kept after the call
+    (a server's worker group runs job after job on one group); a spec joins and leaves one.
     """
     from soul.jobs.resume import remove_stale_work_dirs
 
     start = time.perf_counter()
-    runtime = None
-    if parallel is not None:
-        from soul.parallel.runtime import init_parallel
+    from soul.parallel.runtime import ParallelRuntime, init_parallel
+
+    runtime, owned = None, False
+    if isinstance(parallel, ParallelRuntime):
+        runtime = parallel
+    elif parallel is not None:
         from soul.parallel.spec import ParallelSpec
 
         spec = ParallelSpec.parse(parallel) if isinstance(parallel, str) else parallel
         if spec.world_size > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1:  # ulysses=1,cfg=1 alone: one process
-            runtime = init_parallel(spec, request.device)
+            runtime, owned = init_parallel(spec, request.device), True
     if runtime is not None:
         request = request.model_copy(update={"device": str(runtime.device)})
     try:
@@ -200,7 +205,7 @@ def run_generate(
             inputs = prepare_inputs(request, Path(workdir))
             return _run(request, inputs, start, progress, on_chunk, preview, runtime)
     finally:
-        if runtime is not None:
+        if owned and runtime is not None:
             runtime.close()
 
 

@@ -29,7 +29,7 @@ from soul.parallel.spec import ParallelSpec
 from soul.parallel.ulysses import enable_sequence_parallel
 from soul.sampling.guidance import GuideFn, guided_velocity
 
-_LAUNCH = "launch it as: torchrun --nproc_per_node {n} -m soul generate ... --parallel {spec}"
+_LAUNCH = "launch it as: torchrun --nproc_per_node {n} -m soul {command} ... --parallel {spec}"
 
 
 @dataclass
@@ -94,22 +94,23 @@ class ParallelRuntime:
             dist.destroy_process_group()
 
 
-def init_parallel(spec: ParallelSpec | str, device: str | torch.device = "cpu") -> ParallelRuntime:
+def init_parallel(spec: ParallelSpec | str, device: str | torch.device = "cpu", *, command: str = "generate") -> ParallelRuntime:
     """Join torchrun's process group and build the mesh for ``spec`` (``"ulysses=2,cfg=1"``).
 
     ``device`` is the device type to run on: ``cpu`` (gloo) or ``cuda`` (NCCL; rank ``r`` uses
     ``cuda:LOCAL_RANK``). The world size must be ``ulysses * cfg``. An already initialised process
-    group is reused (and left open by ``close``).
+    group is reused (and left open by ``close``). ``command`` is the soul command the error messages
+    tell the user to launch under torchrun.
     """
     spec = ParallelSpec.parse(spec) if isinstance(spec, str) else spec
     device = torch.device(device)
     world = int(os.environ.get("WORLD_SIZE", "1")) if not dist.is_initialized() else dist.get_world_size()
     if "WORLD_SIZE" not in os.environ and not dist.is_initialized():
-        raise InputError("--parallel", f"{spec} needs {spec.world_size} processes and this is a single process", _LAUNCH.format(n=spec.world_size, spec=spec))
+        raise InputError("--parallel", f"{spec} needs {spec.world_size} processes and this is a single process", _LAUNCH.format(n=spec.world_size, spec=spec, command=command))
     if world != spec.world_size:
         raise InputError(
             "--parallel", f"{spec} needs {spec.world_size} processes (ulysses x cfg) but {world} were launched",
-            _LAUNCH.format(n=spec.world_size, spec=spec),
+            _LAUNCH.format(n=spec.world_size, spec=spec, command=command),
         )
     if device.type == "cuda":
         if device.index is not None:

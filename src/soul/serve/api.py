@@ -127,7 +127,10 @@ def v1_router(state: ServeState, auth: Callable[[Request], Awaitable[None]]) -> 
     @router.get("/health")
     def health() -> dict[str, Any]:
         counts = store.counts()
-        return {"status": "ok", "queued": counts["queued"], "running": counts["running"], "preset": config.preset}
+        return {
+            "status": "ok", "queued": counts["queued"], "running": counts["running"], "preset": config.preset,
+            "workers": config.workers, "parallel": config.parallel,
+        }
 
     return router
 

@@ -13,7 +13,7 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
@@ -29,6 +29,9 @@ from soul.serve.metrics import ServeMetrics
 from soul.serve.store import JobStore
 from soul.serve.worker import WorkerPool, preload_job_modules
 
+if TYPE_CHECKING:
+    from soul.serve.group import WorkerGroup
+
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 NO_UI = (
     "<!doctype html><meta charset=utf-8><title>Soul</title>"
@@ -37,8 +40,12 @@ NO_UI = (
 WORKER_STOP_S = 10.0
 
 
-def create_app(config: ServeConfig) -> FastAPI:
-    """The app over ``config.data``: job store opened and recovered, workers started by the lifespan."""
+def create_app(config: ServeConfig, group: WorkerGroup | None = None) -> FastAPI:
+    """The app over ``config.data``: job store opened and recovered, workers started by the lifespan.
+
+    ``group``: rank 0's side of a `soul serve --parallel` worker group (its one worker runs every
+    job on all the group's processes; ``config.parallel`` names the layout).
+    """
     config = config.model_copy(update={"data": config.data.expanduser().resolve()})
     config.jobs_dir.mkdir(parents=True, exist_ok=True)
     lock = _lock_data_dir(config.data)
@@ -51,7 +58,7 @@ def create_app(config: ServeConfig) -> FastAPI:
         lock.close()
         raise
     metrics = ServeMetrics(store)
-    workers = WorkerPool(store, metrics, config.workers)
+    workers = WorkerPool(store, metrics, config.workers, group=group)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

@@ -28,6 +28,9 @@ class ServeConfig(BaseModel):
     max_upload_mb: float = Field(200.0, gt=0)
     workers: int = Field(1, ge=1)
     device: str = "cpu"
+    # ``ulysses=U,cfg=C`` when this is rank 0 of a worker group launched by torchrun
+    # (`soul serve --parallel`): every job runs on all U*C processes. None: one process per job.
+    parallel: str | None = None
     # A portrait.png and speech.wav the web UI offers as "use the example" (GET /v1/examples/NAME);
     # `soul serve` writes a held-out drawn face and babble there. None: no examples.
     examples: Path | None = None

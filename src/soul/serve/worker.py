@@ -15,13 +15,17 @@ import logging
 import shutil
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from soul.errors import SoulError
 from soul.jobs.generate import GenerateRequest, run_generate, warm_pipelines
 from soul.serve.intake import PREVIEW_NAME, public_text
 from soul.serve.metrics import ServeMetrics
 from soul.serve.store import Job, JobStore
+
+if TYPE_CHECKING:
+    from soul.serve.group import WorkerGroup
 
 log = logging.getLogger("soul.serve")
 
@@ -32,6 +36,14 @@ class JobCancelled(Exception):
 
 class ServerStopping(Exception):
     """Raised between chunks while the server shuts down: the job goes back to ``queued``."""
+
+
+class GroupBroken(Exception):
+    """The processes sharing jobs (`soul serve --parallel`) lost one another: a collective failed.
+
+    The running job goes back to ``queued`` and the server stops (nothing more can run on this
+    group); a restarted group resumes the job from its last finished chunk.
+    """
 
 
 def preload_job_modules() -> None:
@@ -103,12 +115,23 @@ class ProgressTracker:
 
 
 class WorkerPool:
-    """``count`` daemon threads serving the store's queue."""
+    """``count`` daemon threads serving the store's queue.
 
-    def __init__(self, store: JobStore, metrics: ServeMetrics, count: int = 1) -> None:
-        self.store, self.metrics, self.count = store, metrics, count
+    With a ``group`` (`soul.serve.group.WorkerGroup`, rank 0 of `soul serve --parallel`) there is
+    one worker, and every job runs on all the group's processes. ``on_fatal`` is called (from the
+    worker thread) when the group breaks, so the server can exit.
+    """
+
+    def __init__(
+        self, store: JobStore, metrics: ServeMetrics, count: int = 1, *, group: WorkerGroup | None = None,
+        on_fatal: Callable[[str], None] | None = None,
+    ) -> None:
+        if group is not None and count != 1:
+            raise ValueError("a worker group runs one job at a time: count must be 1")
+        self.store, self.metrics, self.count, self.group, self.on_fatal = store, metrics, count, group, on_fatal
         self.stopping = threading.Event()
         self.threads: list[threading.Thread] = []
+        self.fatal: str | None = None
 
     def start(self) -> None:
         for n in range(self.count):
@@ -127,24 +150,39 @@ class WorkerPool:
             thread.join(max(0.0, deadline - time.monotonic()))
 
     def _loop(self) -> None:
-        with warm_pipelines():
-            while not self.stopping.is_set():
-                job = self.store.claim()
-                if job is None:
-                    self.store.wait_for_change(0.5)
-                    continue
-                try:
-                    self.run_job(job)
-                except Exception:  # noqa: BLE001 - the store itself failed: keep the thread alive
-                    log.exception("worker error on job %s", job.id)
-                    time.sleep(1.0)
+        try:
+            with warm_pipelines():
+                while not self.stopping.is_set() and self.fatal is None:
+                    job = self.store.claim()
+                    if job is None:
+                        if self.group is not None:
+                            self.group.heartbeat()
+                        self.store.wait_for_change(0.5)
+                        continue
+                    try:
+                        self.run_job(job)
+                    except Exception:  # noqa: BLE001 - the store itself failed: keep the thread alive
+                        log.exception("worker error on job %s", job.id)
+                        time.sleep(1.0)
+        except GroupBroken as err:  # lost while idle (a heartbeat failed)
+            self._group_lost(str(err))
+        finally:
+            if self.group is not None:
+                self.group.shutdown()
+
+    def _group_lost(self, why: str) -> None:
+        self.fatal = f"the worker group broke ({why})"
+        log.error("%s: the server stops; start the group again and the queued jobs resume", self.fatal)
+        self.stopping.set()
+        if self.on_fatal is not None:
+            self.on_fatal(self.fatal)
 
     def run_job(self, job: Job) -> None:
         """Run one claimed job to a final status (or back to the queue when the server stops)."""
         try:
             request = GenerateRequest.model_validate(job.request)
         except ValueError as err:  # a row written by another version of Soul
-            self.store.finish(job.id, "failed", error=f"stored request unreadable: {_one_line(err)}")
+            self.store.finish(job.id, "failed", error=f"stored request unreadable: {one_line(err)}")
             return
         job_dir = request.output.parent
         tracker = ProgressTracker(self.store, job.id, self.metrics, self.stopping)
@@ -152,7 +190,10 @@ class WorkerPool:
         try:
             tracker.know_steps(_steps_per_chunk(request))
             kwargs: dict[str, Any] = {"preview": job_dir / PREVIEW_NAME} if _takes_preview() else {}
-            result = run_generate(request, progress=tracker.progress, on_chunk=tracker.on_chunk, **kwargs)
+            if self.group is None:
+                result = run_generate(request, progress=tracker.progress, on_chunk=tracker.on_chunk, **kwargs)
+            else:
+                result = self.group.run(request, progress=tracker.progress, on_chunk=tracker.on_chunk, **kwargs)
             if self.store.cancel_requested(job.id):  # cancelled after its last chunk: honour it
                 request.output.unlink(missing_ok=True)
                 raise JobCancelled(job.id)
@@ -163,11 +204,15 @@ class WorkerPool:
             self.store.requeue(job.id)
             log.info("job %s back in the queue: the server is stopping", job.id)
             return
+        except GroupBroken as err:
+            self.store.requeue(job.id)
+            self._group_lost(str(err))
+            return
         except Exception as err:  # noqa: BLE001 - any failure fails this job only
             status = "failed"
             if not isinstance(err, SoulError):
                 log.exception("job %s failed", job.id)
-            self.store.finish(job.id, status, error=public_text(_one_line(err), job_dir))
+            self.store.finish(job.id, status, error=public_text(one_line(err), job_dir))
         else:
             status = "succeeded"
             summary = json.loads(public_text(json.dumps(result.as_dict(), default=str), job_dir))
@@ -189,11 +234,11 @@ def _steps_per_chunk(request: GenerateRequest) -> int:
     return resolve_request(request, load_preset(request.preset)).steps
 
 
-def _one_line(err: BaseException) -> str:
+def one_line(err: BaseException) -> str:
     """The CLI's one-line form of an error: Soul's own message, else its type and first line."""
     text = str(err) if isinstance(err, SoulError) else f"{type(err).__name__}: {err}"
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[0] if lines else type(err).__name__
 
 
-__all__ = ["JobCancelled", "ProgressTracker", "ServerStopping", "WorkerPool"]
+__all__ = ["GroupBroken", "JobCancelled", "ProgressTracker", "ServerStopping", "WorkerPool", "one_line"]
