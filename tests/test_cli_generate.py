@@ -193,3 +193,22 @@ def test_demo_runs_offline_and_says_weights_are_random(tmp_path: Path) -> None:
 def test_demo_rejects_bad_seconds(tmp_path: Path) -> None:
     code, _, stderr = cli("demo", "--preset", "tiny", "--seconds", "0", "--out", tmp_path)
     assert code == 2 and "--seconds" in stderr
+
+
+@pytest.mark.parametrize("preset", ["tiny", "mini"])
+def test_the_two_person_frame_generates_with_two_tracks(media: Path, tmp_path: Path, preset: str) -> None:
+    """The first frame of the two-person clip with one track per person: people are found on the
+    1024x512 frame (at 64 px wide they are a few pixels), so it generates at its own 2:1 shape;
+    a square crop would cut both out and says which size keeps them."""
+    with av.open(str(media / "clips" / "two_people_left_speaks.mp4")) as container:
+        next(container.decode(video=0)).to_image().save(tmp_path / "two.png")
+    talk, prompt16 = media / "audio" / "wan_talk.wav", media / "audio" / "wan_prompt_16k_mono.wav"
+    args = ["generate", "--preset", preset, "--image", tmp_path / "two.png", "--audio", talk, "--audio", prompt16, "--max-duration", 60]
+    code, _, stderr = cli(*args, "--width", 128, "--height", 64, "-o", tmp_path / "two.mp4")
+    assert code == 0, stderr
+    frames = read_video(tmp_path / "two.mp4").read_all()
+    assert frames.shape[1:] == (64, 128, 3)
+    code, _, stderr = cli(*args, "-o", tmp_path / "square.mp4")
+    lines = [ln for ln in stderr.splitlines() if ln.strip() and not ln.startswith("warning:")]
+    assert code == 2 and len(lines) == 1 and "--width 128 --height 64" in lines[0], stderr
+    assert not (tmp_path / "square.mp4").exists()

@@ -119,3 +119,43 @@ def test_user_masks(tmp_path: Path) -> None:
         load_mask_images([tmp_path / "empty.png"], (4, 8))
     with pytest.raises(InputError, match="not found"):
         load_mask_images([tmp_path / "nope.png"], (4, 8))
+
+
+def _first_frame(media: Path) -> Image.Image:
+    import av
+
+    with av.open(str(media / "clips" / "two_people_left_speaks.mp4")) as container:
+        return next(container.decode(video=0)).to_image()
+
+
+def test_people_are_found_on_the_portrait_and_mapped_through_the_crop(media: Path, tmp_path: Path) -> None:
+    frame = _first_frame(media)  # 1024x512, two large frontal faces
+    # At the generation size a face is a few pixels wide; found on the portrait, both are placed.
+    masks = person_masks_for(frame, 2, (4, 8), frame_size=(128, 64), source="two.png")
+    _assert_disjoint_left_to_right(masks, 2)
+    assert masks[0][:, :4].sum() == masks[0].sum() and masks[1][:, 4:].sum() == masks[1].sum()
+    # A square crop of a 2:1 frame cuts both faces: an error naming the shape that keeps them.
+    with pytest.raises(InputError, match=r"fitted to 64x64 the portrait keeps only 0 of them in view") as err:
+        person_masks_for(frame, 2, (4, 4), frame_size=(64, 64), source="two.png")
+    assert "--width 128 --height 64" in str(err.value) and "two.png" in str(err.value)
+    # Masks drawn over the portrait are fitted as the portrait is: the left half of a 1024x512
+    # mask under a 512x512 centre crop covers the crop's left half minus the quarter cut away.
+    mask = np.zeros((512, 1024), np.uint8)
+    mask[:, :512] = 255
+    Image.fromarray(mask).save(tmp_path / "left.png")
+    fitted = load_mask_images([tmp_path / "left.png"], (4, 4), frame_size=(64, 64))[0]
+    assert np.allclose(fitted[:, :2], 1.0, atol=0.01) and np.allclose(fitted[:, 2:], 0.0, atol=0.01)
+
+
+def test_small_faces_in_a_large_frame_are_found(media: Path) -> None:
+    """Two people whose faces are ~3 % of the frame's width (a wide group shot): at the first
+    detection size they are ~25 px and HOG misses one; the larger look finds both."""
+    canvas = Image.new("RGB", (3200, 1600), (90, 110, 90))
+    canvas.paste(_first_frame(media).resize((500, 250)), (1066, 640))
+    masks = person_masks_for(canvas, 2, (16, 32), frame_size=(512, 256), source="group.png")
+    _assert_disjoint_left_to_right(masks, 2)
+    cells = [np.argwhere(m) for m in masks]
+    # Each person's cells lie where their face was pasted: x 1066 + (0.12..0.85) * 500 of 3200.
+    for c in cells:
+        assert 1066 / 3200 * 32 - 1 <= c[:, 1].min() and c[:, 1].max() <= (1066 + 500) / 3200 * 32 + 1
+    assert cells[0][:, 1].mean() < cells[1][:, 1].mean()

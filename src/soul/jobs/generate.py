@@ -311,13 +311,12 @@ def _person_masks(request: GenerateRequest, inputs: PreparedInputs, settings: Sa
     """One mask per speaker at latent resolution, from --mask files or people found on the portrait."""
     if len(request.audio) == 1 and not request.masks:
         return None
-    from soul.media.image import fit_image
     from soul.models.person_masks import person_masks_for
 
     latent = (settings.height // config.vae.scale_factor_spatial, settings.width // config.vae.scale_factor_spatial)
-    return person_masks_for(
-        fit_image(inputs.image, settings.width, settings.height), len(request.audio), latent, mask_paths=request.masks or None,
-        source=request.image,
+    return person_masks_for(  # found on the portrait as given, mapped through the fit to the generation size
+        inputs.image, len(request.audio), latent, mask_paths=request.masks or None, source=request.image,
+        frame_size=(settings.width, settings.height),
     )
 
 

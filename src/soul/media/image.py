@@ -130,13 +130,35 @@ def image_info(path: str | Path, *, max_side: int = DEFAULT_MAX_SIDE) -> ImageIn
     )
 
 
+@dataclass(frozen=True)
+class Fit:
+    """How `fit_image` maps a ``source`` size onto a ``width`` x ``height`` frame: resize to
+    ``resized`` (covering the frame), then crop at ``(left, top)``. It also maps positions found on
+    the source (faces) into the frame, so they can be found at the source's full resolution."""
+
+    source: tuple[int, int]
+    resized: tuple[int, int]
+    left: int
+    top: int
+    width: int
+    height: int
+
+    @classmethod
+    def of(cls, source: tuple[int, int], width: int, height: int) -> Fit:
+        if width <= 0 or height <= 0:
+            raise ValueError(f"target size must be positive, got {width}x{height}")
+        src_w, src_h = source
+        scale = max(width / src_w, height / src_h)
+        resized = (max(width, round(src_w * scale)), max(height, round(src_h * scale)))
+        return cls(source, resized, (resized[0] - width) // 2, (resized[1] - height) // 2, width, height)
+
+    def point(self, x: float, y: float) -> tuple[float, float]:
+        """A source pixel position in frame coordinates (outside ``[0, width) x [0, height)``: cropped)."""
+        return x * self.resized[0] / self.source[0] - self.left, y * self.resized[1] / self.source[1] - self.top
+
+
 def fit_image(img: Image.Image, width: int, height: int) -> Image.Image:
     """Resize to cover `width` x `height`, then centre-crop: the model needs an exact size, no bars."""
-    if width <= 0 or height <= 0:
-        raise ValueError(f"target size must be positive, got {width}x{height}")
-    scale = max(width / img.width, height / img.height)
-    size = (max(width, round(img.width * scale)), max(height, round(img.height * scale)))
-    resized = img.resize(size, Image.Resampling.LANCZOS)
-    left = (resized.width - width) // 2
-    top = (resized.height - height) // 2
-    return resized.crop((left, top, left + width, top + height))
+    fit = Fit.of(img.size, width, height)
+    resized = img.resize(fit.resized, Image.Resampling.LANCZOS)
+    return resized.crop((fit.left, fit.top, fit.left + width, fit.top + height))

@@ -26,6 +26,7 @@ from PIL import Image
 
 from soul.analysis.faces import FaceAnalyzer, FaceBox, model_path
 from soul.errors import InputError
+from soul.media.image import Fit, fit_image
 
 Box = FaceBox
 """A face rectangle in the portrait's pixel coordinates (left, top, right, bottom, score)."""
@@ -48,6 +49,8 @@ class Expand:
 DEFAULT_EXPAND = Expand()
 
 _HOG_MAX_SIDE = 800
+_HOG_LARGE_SIDE = 2000
+_MIN_VISIBLE = 0.6  # share of a face box that must stay in the frame for its person to count as in view
 _CNN_MAX_SIDE = 512
 _cnn_lock = threading.Lock()
 
@@ -103,6 +106,12 @@ def detect_people(
         raise InputError("image", f"got {type(image).__name__}", "pass a PIL image (soul.media.image.load_image)")
     rgb = np.asarray(image.convert("RGB"))
     boxes = _hog(max_side, upsample).detect(rgb)
+    if len(boxes) < min_people and max(rgb.shape[:2]) > max_side:
+        # Small faces in a large frame (a group or full-body shot) vanish at max_side: look again
+        # at up to _HOG_LARGE_SIDE (about a second more, only when faces are missing).
+        larger = _hog(max(max_side, _HOG_LARGE_SIDE), upsample).detect(rgb)
+        if len(larger) > len(boxes):
+            boxes = larger
     if len(boxes) < min_people and use_cnn:
         cnn = _detect_cnn(rgb, _CNN_MAX_SIDE)
         if len(cnn) > len(boxes):
@@ -167,11 +176,13 @@ def masks_from_boxes(
     return masks
 
 
-def load_mask_images(paths: Sequence[str | Path], latent_size: tuple[int, int]) -> np.ndarray:
+def load_mask_images(paths: Sequence[str | Path], latent_size: tuple[int, int], frame_size: tuple[int, int] | None = None) -> np.ndarray:
     """User-drawn masks (white = the person, black = elsewhere) -> ``float32 [N, h_lat, w_lat]``.
 
     Each image is averaged onto the latent grid (a cell half covered gets 0.5), so masks may be
-    drawn at any resolution with the portrait's aspect ratio.
+    drawn at any resolution with the portrait's aspect ratio. With ``frame_size`` (``(width,
+    height)`` of the generated frame) a mask is first fitted to it as the portrait is
+    (`soul.media.image.fit_image`), so a mask drawn over the portrait stays on its person.
     """
     h_lat, w_lat = latent_size
     out = np.zeros((len(paths), h_lat, w_lat), dtype=np.float32)
@@ -181,7 +192,10 @@ def load_mask_images(paths: Sequence[str | Path], latent_size: tuple[int, int]) 
             raise InputError(path, "mask image not found", "check the path, or leave masks out to detect people automatically")
         try:
             with Image.open(path) as img:
-                gray = img.convert("L").resize((w_lat, h_lat), Image.BOX)
+                gray = img.convert("L")
+                if frame_size is not None:
+                    gray = fit_image(gray, *frame_size)
+                gray = gray.resize((w_lat, h_lat), Image.BOX)
         except (OSError, ValueError) as err:
             raise InputError(path, f"not a readable image ({err})", "save the mask as PNG: white where the person is") from err
         out[n] = np.asarray(gray, dtype=np.float32) / 255.0
@@ -199,17 +213,23 @@ def person_masks_for(
     source: str | Path | None = None,
     expand: Expand = DEFAULT_EXPAND,
     require_person: bool = True,
+    frame_size: tuple[int, int] | None = None,
 ) -> np.ndarray | None:
     """Masks ``float32 [num_streams, h_lat, w_lat]`` binding audio stream n to person n, or None.
+
+    ``frame_size`` (``(width, height)``): ``image`` is the portrait as given and the model sees it
+    fitted to that size (`soul.media.image.fit_image`). People are then found on the portrait at
+    its own resolution (at the generation size a face can be a few pixels wide) and their boxes
+    mapped through the same resize and crop. Without it ``image`` is the frame itself.
 
     - ``mask_paths`` given: those masks, one per stream, in order.
     - one stream and no masks: None; nobody needs telling apart, everyone hears stream 0. With
       ``require_person`` the portrait is still checked for a face first, so a picture with no
       human in it fails here, in a second, rather than as a meaningless video minutes later.
-    - otherwise people are found on ``image``: stream 0 is the leftmost person, stream 1 the
-      next, and so on. When more faces are found than streams, the largest ``num_streams`` are
-      used (background faces are small). No face, or fewer people than streams, is an
-      InputError naming ``source`` (the image's path, for the message).
+    - otherwise people are found on ``image``: stream 0 is the leftmost person in view, stream 1
+      the next, and so on. When more faces are in view than streams, the largest ``num_streams``
+      are used (background faces are small). No face, fewer people than streams, or people the
+      crop cuts out of the frame is an InputError naming ``source`` (the image's path).
     """
     subject = str(source) if source is not None else "image"
     if num_streams < 1:
@@ -217,7 +237,7 @@ def person_masks_for(
     if mask_paths:
         if len(mask_paths) != num_streams:
             raise InputError("masks", f"{len(mask_paths)} masks for {num_streams} audio streams", "give one mask per audio track, in the same order")
-        return load_mask_images(mask_paths, latent_size)
+        return load_mask_images(mask_paths, latent_size, frame_size)
     if num_streams == 1 and not require_person:
         return None
     boxes = detect_people(image, min_people=num_streams)
@@ -231,7 +251,34 @@ def person_masks_for(
             f"{num_streams} audio streams but {len(boxes)} {'person' if len(boxes) == 1 else 'people'} found in the portrait",
             "pass one audio track per visible person, or give masks for each track",
         )
-    if len(boxes) > num_streams:
-        largest = sorted(boxes, key=lambda b: -b.width * b.height)[:num_streams]
-        boxes = sorted(largest, key=lambda b: b.center[0])
-    return masks_from_boxes(boxes, image.size, latent_size, expand)
+    fit = Fit.of(image.size, *(frame_size or image.size))
+    in_view = [box for box in (map_box(b, fit) for b in boxes) if box is not None]
+    if len(in_view) < num_streams:
+        width, height = fit.width, fit.height
+        wide = max(32, round(height * image.width / image.height / 32) * 32)
+        raise InputError(
+            subject,
+            f"{len(boxes)} people found, but fitted to {width}x{height} the portrait keeps only {len(in_view)} of them in view "
+            f"({num_streams} audio streams)",
+            f"generate at the portrait's shape (e.g. --width {wide} --height {height}), or crop the portrait so everyone is inside",
+        )
+    if len(in_view) > num_streams:
+        largest = sorted(in_view, key=lambda b: -b.width * b.height)[:num_streams]
+        in_view = sorted(largest, key=lambda b: b.center[0])
+    return masks_from_boxes(in_view, (fit.width, fit.height), latent_size, expand)
+
+
+def map_box(box: Box, fit: Fit) -> Box | None:
+    """``box`` (found on the portrait) in the fitted frame's coordinates, or None when the crop
+    cuts the face out: its centre outside the frame, or under ``_MIN_VISIBLE`` of it inside."""
+    left, top = fit.point(box.left, box.top)
+    right, bottom = fit.point(box.right, box.bottom)
+    mapped = FaceBox(left, top, right, bottom, box.score)
+    cx, cy = mapped.center
+    if not (0 <= cx < fit.width and 0 <= cy < fit.height):
+        return None
+    inside_w = max(0.0, min(right, fit.width) - max(left, 0.0))
+    inside_h = max(0.0, min(bottom, fit.height) - max(top, 0.0))
+    if inside_w * inside_h < _MIN_VISIBLE * mapped.width * mapped.height:
+        return None
+    return FaceBox(max(0.0, left), max(0.0, top), min(float(fit.width), right), min(float(fit.height), bottom), box.score)

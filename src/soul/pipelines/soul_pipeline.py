@@ -404,8 +404,9 @@ class SoulPipeline:
         if person_masks is None:
             if streams == 1:
                 return None
-            # Found on the fitted portrait: the masks must cover what the model sees, crop included.
-            person_masks = person_masks_for(fit_image(image, layout.width, layout.height), streams, size)
+            # Found on the portrait at its own resolution, mapped through the fit: the masks cover
+            # what the model sees, crop included.
+            person_masks = person_masks_for(image, streams, size, frame_size=(layout.width, layout.height))
             if person_masks is None:
                 raise InputError("person_masks", f"could not find {streams} people in the portrait", f"pass person_masks as an array [{streams}, H, W] (one mask per speaker)")
         masks = np.asarray(person_masks, dtype=np.float32)
