@@ -17,7 +17,8 @@ Configs:
 Speed depends on model sizes, not on weight values: `mini` runs on the shipped `mini-fast`
 weights when installed (its light decoder's shipped widths), the others on random weights; each
 block names its weights. Per-stage seconds come from wrappers around the pipeline's own stage methods (VAE counts
-the portrait encode plus the decode). Last lines: `speedup <config>: <ratio>x`. Run:
+the portrait encode plus the decode). Last lines: `timing_ratio <config> ...: <ratio>x` (timing only: this base is
+not a preset's own sampling, so the ratio is not a speed-up at equal quality; docs/speed.md). Run:
 
     .venv/bin/python benchmarks/speed.py            # all configs
     .venv/bin/python benchmarks/speed.py --configs tiny
@@ -203,7 +204,7 @@ def main(argv: list[str] | None = None) -> None:
         speedups[name] = results["base"]["total"] / results["fast"]["total"]
     print()
     for name, ratio in speedups.items():
-        print(f"speedup {name}: {ratio:.1f}x")
+        print(f"timing_ratio {name} (50-step three-pass base / fast; timing only, not at equal quality: docs/speed.md): {ratio:.1f}x")
 
 
 if __name__ == "__main__":
