@@ -64,6 +64,7 @@ def serve(
     except ImportError as err:
         raise RuntimeFailure(f"soul serve needs the serve extra ({err.name} is missing): pip install 'soul-avatar[serve]'") from None
 
+    application = None
     try:
         config = ServeConfig(
             host=host, port=port, data=data, preset=preset, checkpoint=checkpoint, token=token or None, max_queue=max_queue,
@@ -93,8 +94,18 @@ def serve(
             raise RuntimeFailure(f"{workers_pool.fatal}; its job is back in the queue and resumes at the next start")
     finally:
         if group is not None:
-            group.shutdown()
-            group.runtime.close()
+            _leave_group(group, None if application is None else application.state.workers)
+
+
+def _leave_group(group: Any, pool: Any) -> None:
+    """Rank 0's goodbye: the followers return, the process group closes. Not while the worker
+    thread is still inside a job (a chunk longer than the stop timeout): two threads must never
+    run collectives at once. Then the exit breaks the group; the followers see it and exit, and
+    the job, still marked running, is re-queued at the next start."""
+    if pool is not None and any(thread.is_alive() for thread in pool.threads):
+        return
+    group.shutdown()
+    group.runtime.close()
 
 
 def _join_group(parallel: str, device: str) -> Any:
