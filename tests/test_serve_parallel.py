@@ -39,18 +39,35 @@ class Group:
             "-m", "soul", "serve", "--parallel", "ulysses=2", "--preset", "tiny", "--port", str(self.port), "--data", str(data),
         ]
         with open(log, "ab") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=ENV, cwd=data.parent)
+            # A session of its own: a failed test kills torchrun and its ranks together (ranks whose
+            # torchrun is SIGKILLed live on, and a follower ignores SIGTERM by design).
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=ENV, cwd=data.parent, start_new_session=True)
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=30)
-        deadline = time.monotonic() + 90
+        try:
+            self._wait_ready(timeout=90)
+        except BaseException:
+            self.kill_all()
+            raise
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
         while True:
             assert self.proc.poll() is None, f"the group exited with {self.proc.returncode}:\n{self.tail()}"
             try:
                 if self.client.get("/v1/health", timeout=2).status_code == 200:
-                    break
+                    return
             except httpx.HTTPError:
                 pass
             assert time.monotonic() < deadline, f"the group did not answer:\n{self.tail()}"
             time.sleep(0.2)
+
+    def kill_all(self) -> None:
+        """SIGKILL torchrun and every rank (their process group)."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
 
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-4000:]
@@ -148,8 +165,7 @@ def test_a_worker_group_serves_jobs_cancels_and_resumes_after_losing_a_rank(tmp_
         os.kill(ranks[1], signal.SIGKILL)
         assert group.exit_code() != 0
     finally:
-        if group.proc.poll() is None:
-            group.proc.kill()
+        group.kill_all()
     assert "the worker group broke" in group.tail()
 
     group = Group(data, log)  # started again on the same data: job C resumes
@@ -162,8 +178,7 @@ def test_a_worker_group_serves_jobs_cancels_and_resumes_after_losing_a_rank(tmp_
         group.proc.send_signal(signal.SIGTERM)  # torchrun passes it on; the follower leaves on rank 0's word,
         group.exit_code(timeout=20)  # well before torchrun would SIGKILL it (30 s)
     finally:
-        if group.proc.poll() is None:
-            group.proc.kill()
+        group.kill_all()
     assert not [pid for pid in ranks.values() if alive(pid)], "a rank outlived torchrun"
     assert "lost the worker group's rank 0" not in group.tail()
 
