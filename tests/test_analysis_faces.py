@@ -88,7 +88,10 @@ def test_bad_inputs(analyzer: FaceAnalyzer) -> None:
     with pytest.raises(InputError):
         model_path("nope")
     with pytest.raises(InputError):
-        analyzer.detect(np.zeros((10, 10), dtype=np.uint8))
+        analyzer.detect(np.zeros((10, 10, 4), dtype=np.uint8))  # RGB [H, W, 3] or grey [H, W] only
+    with pytest.raises(InputError):
+        analyzer.detect(np.zeros((10, 10), dtype=np.float32))
+    assert analyzer.detect(np.zeros((64, 64), dtype=np.uint8)) == []  # grey frames are valid (bulk analysis decodes luma)
 
 
 def test_mouth_darkness_sees_an_open_mouth() -> None:

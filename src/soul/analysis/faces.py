@@ -106,9 +106,16 @@ class FaceBox:
 
 
 def _check_frame(frame: np.ndarray) -> np.ndarray:
-    if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+    """An RGB [H, W, 3] or grey [H, W] uint8 frame in the memory layout dlib accepts.
+
+    Grey frames are what bulk analysis decodes (the luma plane, no colour conversion); HOG on
+    grey skips the per-channel gradients and runs about 1.5x faster.
+    """
+    rgb = isinstance(frame, np.ndarray) and frame.ndim == 3 and frame.shape[2] == 3
+    grey = isinstance(frame, np.ndarray) and frame.ndim == 2
+    if not (rgb or grey) or frame.dtype != np.uint8:
         shape = getattr(frame, "shape", None)
-        raise InputError("frame", f"must be a uint8 RGB array [H, W, 3], got {shape}", "decode frames with soul.media")
+        raise InputError("frame", f"must be a uint8 RGB [H, W, 3] or grey [H, W] array, got {shape}", "decode frames with soul.media")
     # dlib's numpy overloads need C-contiguous, writeable memory (numpy 2 views fail to convert).
     if not frame.flags.c_contiguous or not frame.flags.writeable:
         frame = np.ascontiguousarray(frame).copy()
@@ -130,7 +137,7 @@ class FaceAnalyzer:
         self._lock = threading.Lock()
 
     def detect(self, frame: np.ndarray) -> list[FaceBox]:
-        """Faces in one RGB frame, largest first; boxes in the frame's own pixel coordinates."""
+        """Faces in one RGB or grey frame, largest first; boxes in the frame's own pixel coordinates."""
         frame = _check_frame(frame)
         h, w = frame.shape[:2]
         scale = min(1.0, self.detect_max_side / float(max(h, w)))

@@ -63,6 +63,8 @@ def inner_mouth_gap(landmarks: np.ndarray) -> float:
 def mouth_crop(frame: np.ndarray, landmarks: np.ndarray) -> np.ndarray | None:
     """Grey mouth crop, 1.5 x 1.0 eye distances around the lip centre, resized to 32x20.
 
+    `frame` is RGB [H, W, 3] or already grey [H, W] (the luma plane bulk analysis decodes).
+
     Returns None when the mouth lies outside the frame (nothing to read).
     """
     import cv2
@@ -77,7 +79,8 @@ def mouth_crop(frame: np.ndarray, landmarks: np.ndarray) -> np.ndarray | None:
     y0, y1 = int(max(0, cy - 0.5 * eye)), int(min(h, cy + 0.5 * eye))
     if x1 - x0 < 4 or y1 - y0 < 4:
         return None
-    grey = cv2.cvtColor(np.ascontiguousarray(frame[y0:y1, x0:x1]), cv2.COLOR_RGB2GRAY)
+    region = np.ascontiguousarray(frame[y0:y1, x0:x1])
+    grey = region if region.ndim == 2 else cv2.cvtColor(region, cv2.COLOR_RGB2GRAY)
     return cv2.resize(grey, CROP_SIZE, interpolation=cv2.INTER_AREA)
 
 

@@ -40,7 +40,7 @@ class QualityConfig(_Section):
 
 class PeopleConfig(_Section):
     detect_max_side: int = Field(640, ge=64)
-    detect_fps: float = Field(5.0, gt=0, description="face detection rate; landmarks run on every frame")
+    detect_fps: float = Field(1.0, gt=0, description="face detection rate; landmarks run on every frame")
     min_presence: float = Field(0.5, gt=0, le=1, description="a face must be seen in this share of samples")
     portrait_min_face: float = Field(0.26, gt=0, lt=1, description="face height / frame height for portrait")
     upper_body_min_face: float = Field(0.1, gt=0, lt=1, description="face height / frame height for upper body")

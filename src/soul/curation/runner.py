@@ -134,6 +134,20 @@ def _run_ray(todo: Sequence[Path], cfg: CurationConfig, out: Path, workers: int,
             ray.shutdown()
 
 
+def _remove_stale_temporaries(out: Path) -> None:
+    """Delete half-written files that killed workers left behind (the run that follows is complete).
+
+    Every writer writes a hidden temporary and renames it, so a worker killed mid-write (a
+    SIGKILLed process, a lost Ray node) leaves one behind; its clip was redone under another
+    name. Only called once every clip of the run is finished, so none of them is in use.
+    """
+    for folder in (out / "clips", out / "records", out / "sources"):
+        if folder.is_dir():
+            for stale in folder.glob(".*"):
+                if ".partial-" in stale.name or ".tmp-" in stale.name:
+                    stale.unlink(missing_ok=True)
+
+
 def read_records(out: Path) -> list[dict]:
     rows = []
     for f in sorted((out / "records").glob("*.json")):
@@ -226,6 +240,7 @@ def annotate(
             _run_local(todo, cfg, out, workers, report)
         else:
             _run_ray(todo, cfg, out, workers, ray_address, report)
+    _remove_stale_temporaries(out)
     rows = read_records(out)
     manifest = write_manifest(out, rows)
     shards = write_shards(out, rows, cfg)

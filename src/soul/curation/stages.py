@@ -12,19 +12,31 @@ import hashlib
 import json
 import math
 import os
+import time
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from soul.analysis import FaceAnalyzer, FaceTrack, face_tracks, lmsync, mouth_series
 from soul.curation.config import CurationConfig
+from soul.curation.decode import ANALYSIS_MAX_SIDE, analysis_frames, shot_frames
 from soul.curation.records import PIPELINE_VERSION, drop, new_record
 from soul.errors import InputError
 
-ANALYSIS_MAX_SIDE = 720
+if TYPE_CHECKING:
+    from soul.media.video import VideoReader
+
+
+# Seconds spent per step in this process (decode, each stage, write), summed over its clips.
+# Timings never go into rows (rows must not depend on the machine); the throughput benchmark
+# reads them to print its per-stage table.
+STAGE_SECONDS: defaultdict[str, float] = defaultdict(float)
+CLIP_WRITES: Counter[str] = Counter()  # kept clips copied packet for packet vs re-encoded
 
 
 # ---------------------------------------------------------------- helpers
@@ -41,20 +53,11 @@ def source_fingerprint(path: Path) -> tuple[str, int]:
     return h.hexdigest()[:16], size
 
 
-def _resize_max_side(frame: np.ndarray, max_side: int) -> np.ndarray:
-    import cv2
-
-    h, w = frame.shape[:2]
-    s = max_side / float(max(h, w))
-    if s >= 1.0:
-        return frame
-    return cv2.resize(frame, (max(2, round(w * s)), max(2, round(h * s))), interpolation=cv2.INTER_AREA)
-
-
 def _gray(frame: np.ndarray, height: int | None = None, width: int | None = None) -> np.ndarray:
+    """Luma of an RGB or already-grey frame, optionally resized to a height or width."""
     import cv2
 
-    g = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+    g = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
     h, w = g.shape
     if height is not None and h != height:
         g = cv2.resize(g, (max(2, round(w * height / h)), height), interpolation=cv2.INTER_AREA)
@@ -97,14 +100,6 @@ def _vad_model():  # noqa: ANN202 - a torch module
     return load_silero_vad()
 
 
-@lru_cache(maxsize=1)
-def _source_audio(path: str, sample_rate: int, size: int):  # noqa: ANN202 - soul.media.audio.Audio
-    """The whole source track, decoded once per process: the clips of a source come one after another."""
-    from soul.media.audio import load_audio
-
-    return load_audio(path, sample_rate, normalize=False)
-
-
 # ---------------------------------------------------------------- probe + shots
 
 
@@ -113,12 +108,19 @@ def plan_source(path: str | Path, cfg: CurationConfig) -> list[dict]:
 
     An unreadable file is not an error of the run: it becomes one dropped record saying why.
     """
+    t = time.perf_counter()
+    try:
+        return _plan_source(Path(path).expanduser(), cfg)
+    finally:
+        STAGE_SECONDS["probe+shots"] += time.perf_counter() - t
+
+
+def _plan_source(p: Path, cfg: CurationConfig) -> list[dict]:
     from scenedetect import ContentDetector
     from scenedetect.common import FrameTimecode
 
     from soul.media.video import read_video
 
-    p = Path(path).expanduser()
     source_id, size = source_fingerprint(p)
     base = dict(
         source_id=source_id,
@@ -142,9 +144,8 @@ def plan_source(path: str | Path, cfg: CurationConfig) -> list[dict]:
     cuts: list[int] = []
     count = 0
     try:
-        for count, frame in enumerate(reader.frames(), start=1):
-            small = _resize_max_side(frame, cfg.shots.analysis_width)
-            found = detector.process_frame(FrameTimecode(count - 1, fps), np.ascontiguousarray(small[:, :, ::-1]))
+        for count, small in enumerate(shot_frames(reader, cfg.shots.analysis_width), start=1):
+            found = detector.process_frame(FrameTimecode(count - 1, fps), small)
             cuts += [int(tc.frame_num) for tc in found if int(tc.frame_num) > 0]
     except InputError as err:
         if count == 0:
@@ -180,7 +181,12 @@ def plan_source(path: str | Path, cfg: CurationConfig) -> list[dict]:
 
 @dataclass
 class ClipContext:
-    """What the stages of one clip share: decoded analysis frames, audio, face tracks."""
+    """What the stages of one clip share: its frames decoded once, audio, face tracks.
+
+    `frames` are the analysis frames: grey, at most `ANALYSIS_MAX_SIDE` px, every frame of the
+    clip (RGB frames work too). `reader` and `start_frame` reach the full-size picture for the
+    one stage that needs colour (a VLM caption).
+    """
 
     frames: list[np.ndarray]
     fps: float
@@ -188,6 +194,8 @@ class ClipContext:
     sample_rate: int
     analyzer: FaceAnalyzer
     tracks: list[FaceTrack] = field(default_factory=list)
+    reader: VideoReader | None = None
+    start_frame: int = 0
 
 
 def stage_quality(ctx: ClipContext, rec: dict, cfg: CurationConfig) -> None:
@@ -295,12 +303,14 @@ def stage_audio_quality(ctx: ClipContext, rec: dict, cfg: CurationConfig) -> Non
         rec["audio_quality_reason"] = "DNSMOS disabled (audio_quality.dnsmos: false)"
         return
     try:
-        from speechmos import dnsmos
+        from speechmos import dnsmos  # noqa: F401 - the models and features come from here
     except ImportError as err:  # speechmos also needs librosa and onnxruntime
         rec["audio_quality_reason"] = f"speechmos not installed ({err.name or 'import failed'})"
         return
+    from soul.curation.dnsmos import dnsmos_scores
+
     try:
-        scores = dnsmos.run(np.clip(ctx.audio, -1, 1).astype(np.float32), sr=ctx.sample_rate)
+        scores = dnsmos_scores(ctx.audio, ctx.sample_rate)
     except ValueError as err:
         rec["audio_quality_reason"] = f"DNSMOS failed: {err}"
         return
@@ -394,7 +404,11 @@ def stage_caption(ctx: ClipContext, rec: dict, cfg: CurationConfig) -> None:
     if cc.vlm_model and Path(cc.vlm_model).is_dir():
         from PIL import Image
 
-        image = Image.fromarray(ctx.frames[len(ctx.frames) // 2])
+        middle = len(ctx.frames) // 2
+        if ctx.reader is not None:  # the analysis frames are grey: read the middle one in colour
+            image = Image.fromarray(next(ctx.reader.frames(ctx.start_frame + middle, ctx.start_frame + middle + 1)))
+        else:
+            image = Image.fromarray(ctx.frames[middle])
         messages = [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": cc.prompt}]}]
         out = _vlm(cc.vlm_model)(text=messages, max_new_tokens=cc.max_new_tokens, return_full_text=False)
         rec["caption"] = str(out[0]["generated_text"]).strip()
@@ -448,15 +462,18 @@ def annotate_clip(plan: dict, cfg: CurationConfig, out: str | Path) -> dict:
 def _run_stages(rec: dict, cfg: CurationConfig, out: Path) -> None:
     from soul.media.video import read_video
 
+    t = time.perf_counter()
     reader = read_video(rec["source_path"])
     a, b = rec["start_frame"], rec["end_frame"]
-    frames = [_resize_max_side(f, ANALYSIS_MAX_SIDE) for f in reader.frames(a, b)]
-    if len(frames) < b - a:
-        raise InputError(rec["source_path"], f"decoded {len(frames)} of {b - a} frames of the clip", "re-encode the file")
+    frames = analysis_frames(reader, a, b, ANALYSIS_MAX_SIDE)
+    STAGE_SECONDS["decode"] += time.perf_counter() - t
+    t = time.perf_counter()
     sr = cfg.output.audio_sample_rate
-    audio = _source_audio(rec["source_path"], sr, rec["source_bytes"]).slice(rec["start_s"], rec["end_s"]).samples if reader.has_audio else None
-    ctx = ClipContext(frames=frames, fps=rec["fps"], audio=audio, sample_rate=sr, analyzer=_analyzer(cfg.people.detect_max_side))
+    audio = clip_audio(rec["source_path"], rec["start_s"], rec["end_s"], sr) if reader.has_audio else None
+    STAGE_SECONDS["audio"] += time.perf_counter() - t
+    ctx = ClipContext(frames=frames, fps=rec["fps"], audio=audio, sample_rate=sr, analyzer=_analyzer(cfg.people.detect_max_side), reader=reader, start_frame=a)
     for name, stage in CLIP_STAGES:
+        t = time.perf_counter()
         try:
             stage(ctx, rec, cfg)
         except InputError:
@@ -464,18 +481,34 @@ def _run_stages(rec: dict, cfg: CurationConfig, out: Path) -> None:
         except Exception as err:  # noqa: BLE001 - one odd clip must not stop a million-clip run
             # The row says which stage failed and how, so `soul data inspect` shows it.
             drop(rec, name, f"error: {type(err).__name__}: {err}")
+        finally:
+            STAGE_SECONDS[name] += time.perf_counter() - t
         if rec.get("kept") is False:
             return
+    t = time.perf_counter()
     _write_clip_files(rec, reader, audio, cfg, out)
+    STAGE_SECONDS["write"] += time.perf_counter() - t
 
 
-def _write_clip_files(rec: dict, reader, audio: np.ndarray | None, cfg: CurationConfig, out: Path) -> None:  # noqa: ANN001
-    """The clip's MP4 (audio shifted to cancel the measured offset) and its 16 kHz WAV."""
+def clip_audio(path: str, start_s: float, end_s: float, sample_rate: int) -> np.ndarray:
+    """A clip's stretch of its source's sound, mono, read by seeking (cost independent of where it lies)."""
+    from soul.media.audio import read_audio_range
+
+    return read_audio_range(path, start_s, end_s, sample_rate).samples
+
+
+def _write_clip_files(rec: dict, reader: VideoReader, audio: np.ndarray | None, cfg: CurationConfig, out: Path) -> None:
+    """The clip's MP4 (audio shifted to cancel the measured offset) and its 16 kHz WAV.
+
+    A clip that is a run of whole closed GOPs of an H.264 source (it starts on an IDR frame and
+    the next one starts where it ends; encoders put keyframes at shot cuts) is copied packet for
+    packet: bit-exact and ~100x cheaper than re-encoding. Any other clip is re-encoded.
+    """
     import soundfile as sf
 
     from soul.analysis import shift_audio
     from soul.media.audio import Audio
-    from soul.media.video import VideoWriter
+    from soul.media.video import copy_clip
 
     clips = out / "clips"
     clips.mkdir(parents=True, exist_ok=True)
@@ -484,9 +517,10 @@ def _write_clip_files(rec: dict, reader, audio: np.ndarray | None, cfg: Curation
     if audio is not None:
         fixed = shift_audio(audio, sr, rec["fps"], rec.get("audio_shift_frames") or 0).astype(np.float32)
     video_path = clips / f"{rec['clip_id']}.mp4"
-    with VideoWriter(video_path, reader.fps_fraction, audio=Audio(fixed, sr) if fixed is not None else None, crf=cfg.output.video_crf, preset=cfg.output.video_preset) as writer:
-        for frame in reader.frames(rec["start_frame"], rec["end_frame"]):
-            writer.write(frame)
+    if copy_clip(reader, rec["start_frame"], rec["end_frame"], video_path, audio=Audio(fixed, sr) if fixed is not None else None):
+        CLIP_WRITES["copied"] += 1
+    else:
+        _encode_clip(rec, reader, fixed, cfg, video_path)
     rec["video_file"] = f"clips/{video_path.name}"
     if fixed is not None:
         wav = clips / f"{rec['clip_id']}.wav"
@@ -494,3 +528,15 @@ def _write_clip_files(rec: dict, reader, audio: np.ndarray | None, cfg: Curation
         sf.write(str(tmp), fixed, sr, subtype="PCM_16")
         os.replace(tmp, wav)
         rec["audio_file"] = f"clips/{wav.name}"
+
+
+def _encode_clip(rec: dict, reader: VideoReader, fixed: np.ndarray | None, cfg: CurationConfig, video_path: Path) -> None:
+    """Re-encode a clip that cannot be copied: seeking reads, decoder frames straight to x264."""
+    from soul.media.audio import Audio
+    from soul.media.video import VideoWriter
+
+    sr = cfg.output.audio_sample_rate
+    with VideoWriter(video_path, reader.fps_fraction, audio=Audio(fixed, sr) if fixed is not None else None, crf=cfg.output.video_crf, preset=cfg.output.video_preset) as writer:
+        for _, frame in reader.decoded(rec["start_frame"], rec["end_frame"]):
+            writer.write_decoded(frame)
+    CLIP_WRITES["re-encoded"] += 1

@@ -6,6 +6,7 @@ audio track of videos, with no system ffmpeg, and it resamples while decoding.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import numpy as np
 
 from soul.config import MODEL_SAMPLE_RATE  # noqa: F401  (media users take the one audio rate from here)
 from soul.errors import InputError
+
 TARGET_LOUDNESS_DB = -23.0
 PEAK_CEILING_DB = -1.0
 
@@ -107,6 +109,86 @@ def _decode(path: Path, sample_rate: int | None, mono: bool) -> tuple[np.ndarray
     if data.shape[0] == 0:
         raise InputError(path, "contains no audio samples (zero length)", "give a recording with sound in it")
     return data, rate, stream, codec
+
+
+def read_audio_range(path: str | Path, start_s: float, end_s: float, sample_rate: int = MODEL_SAMPLE_RATE, *, mono: bool = True) -> Audio:
+    """Exactly `end_s - start_s` seconds of a file's sound (zero-padded past its end), reached by seeking.
+
+    What `load_audio(path).slice(start_s, end_s)` gives, without decoding the track up to
+    `start_s`: clips deep inside an hour-long source cost the same as the first one. The decoder
+    seeks a second before the range (AAC frames depend on their predecessor, and the resampler
+    needs a run-up), places each decoded frame by its timestamp and resamples the stretch in one
+    piece, so the result depends only on the file and the range, never on what was read before.
+    """
+    path = Path(path)
+    preroll = 1.0
+    container, stream = _open_audio_stream(path)
+    src_rate = int(stream.codec_context.sample_rate or stream.sample_rate)
+    layout = "mono" if mono else ("stereo" if (stream.codec_context.channels or 1) >= 2 else "mono")
+    channels = 1 if layout == "mono" else 2
+    rate = sample_rate or src_rate
+    # Source-rate samples from `first` (a multiple of the rate ratio keeps the resampler's phase fixed).
+    first = max(0, int(math.floor((start_s - preroll) * src_rate)))
+    ratio = src_rate // math.gcd(src_rate, rate)
+    first -= first % ratio
+    last = int(math.ceil((end_s + 0.1) * src_rate))
+    pieces: list[tuple[int, np.ndarray]] = []
+    try:
+        with container:
+            pts0 = _first_audio_pts(path)
+            tb = stream.time_base
+            if first > 0 and tb is not None:
+                container.seek(pts0 + int(first / src_rate / tb), stream=stream, backward=True, any_frame=False)
+            resampler = av.AudioResampler(format="flt", layout=layout, rate=src_rate)
+            for frame in container.decode(stream):
+                pos = int(round((frame.pts - pts0) * tb * src_rate)) if frame.pts is not None and tb is not None else None
+                if pos is None:
+                    raise InputError(path, "audio frames carry no timestamps", "re-encode the file")
+                if pos >= last:
+                    break
+                data = [f.to_ndarray().reshape(-1, channels) for f in resampler.resample(frame)]
+                if data and pos + sum(d.shape[0] for d in data) > first:
+                    pieces.append((pos, np.concatenate(data)))
+    except av.error.FFmpegError as err:
+        if not pieces:
+            raise InputError(path, f"audio cannot be decoded ({err.__class__.__name__})", "re-export the audio") from None
+    length = last - first
+    stretch = np.zeros((length, channels), np.float32)
+    for pos, data in pieces:  # place by timestamp: a seek that lands early or late changes nothing
+        a, b = max(pos, first), min(pos + data.shape[0], last)
+        if b > a:
+            stretch[a - first : b - first] = data[a - pos : b - pos]
+    if rate != src_rate:
+        stretch = _resample_block(stretch, src_rate, rate, layout)
+    offset = int(round(first * rate / src_rate))
+    a, b = round(start_s * rate) - offset, round(end_s * rate) - offset
+    part = stretch[max(a, 0) : max(b, 0)]
+    if part.shape[0] < b - a:
+        part = np.pad(part, [(0, b - a - part.shape[0]), (0, 0)])
+    part = part[:, 0] if channels == 1 else part
+    return Audio(np.ascontiguousarray(part, dtype=np.float32), rate)
+
+
+def _first_audio_pts(path: Path) -> int:
+    """Timestamp of the first decoded audio frame: sample 0 of the track, as `load_audio` counts."""
+    container, stream = _open_audio_stream(path)
+    with container:
+        for frame in container.decode(stream):
+            if frame.pts is not None:
+                return int(frame.pts)
+    return 0
+
+
+def _resample_block(samples: np.ndarray, src_rate: int, rate: int, layout: str) -> np.ndarray:
+    """Resample one contiguous block [n, ch] with swresample (the resampler `load_audio` uses)."""
+    resampler = av.AudioResampler(format="flt", layout=layout, rate=rate)
+    frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples.T), format="fltp", layout=layout)
+    frame.sample_rate = src_rate
+    frame.pts = 0
+    channels = samples.shape[1]
+    out = [f.to_ndarray().reshape(-1, channels) for f in resampler.resample(frame)]
+    out += [f.to_ndarray().reshape(-1, channels) for f in resampler.resample(None)]
+    return np.concatenate(out) if out else np.zeros((0, channels), np.float32)
 
 
 def gated_loudness_db(samples: np.ndarray, sample_rate: int) -> float:

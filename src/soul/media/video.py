@@ -111,10 +111,48 @@ class VideoReader:
     def __iter__(self) -> Iterator[np.ndarray]:
         return self.frames()
 
-    def frames(self, start: int = 0, stop: int | None = None, step: int = 1) -> Iterator[np.ndarray]:
-        """Yield RGB uint8 frames [H, W, 3] with index in range(start, stop, step)."""
+    def frames(
+        self,
+        start: int = 0,
+        stop: int | None = None,
+        step: int = 1,
+        *,
+        size: tuple[int, int] | None = None,
+        format: str = "rgb24",
+    ) -> Iterator[np.ndarray]:
+        """Yield frames with index in range(start, stop, step): RGB uint8 [H, W, 3] by default.
+
+        `size=(width, height)` scales and `format` ("gray", "bgr24", ...) converts inside FFmpeg's
+        swscale, in one pass from the decoder's YUV: far cheaper than converting full-size RGB
+        and resizing it afterwards, which is what analysis at a low resolution needs.
+        """
         if step < 1:
             raise ValueError("step must be >= 1")
+        for index, frame in self.decoded(start, stop):
+            if (index - start) % step == 0:
+                yield _to_array(frame, size, format)
+
+    def decoded(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, av.VideoFrame]]:
+        """(index, decoded frame) for frames start..stop-1, reached by seeking, frame-exact.
+
+        A clip deep inside a long source would otherwise decode everything before it, so the
+        cost of a source's clips would grow with the square of its length. The reader seeks to
+        the keyframe at or before `start` and decodes forward, numbering frames by their
+        timestamps. Indices are the decode-order count of the frames (what reading from the
+        start gives); when timestamps do not land on the frame grid (variable frame rate,
+        missing or duplicated timestamps) the reader falls back to counting from the start.
+        """
+        if stop is not None and stop <= start:
+            return
+        if start > 0:
+            try:
+                yield from self._decoded_by_seeking(start, stop)
+                return
+            except _OffGrid as off:
+                start = off.next_index  # frames before it were yielded already
+        yield from self._decoded_by_counting(start, stop)
+
+    def _decoded_by_counting(self, start: int, stop: int | None) -> Iterator[tuple[int, av.VideoFrame]]:
         with av.open(str(self.path)) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
@@ -122,10 +160,59 @@ class VideoReader:
                 for index, frame in enumerate(container.decode(stream)):
                     if stop is not None and index >= stop:
                         break
-                    if index >= start and (index - start) % step == 0:
-                        yield frame.to_ndarray(format="rgb24")
+                    if index >= start:
+                        yield index, frame
             except av.error.FFmpegError as err:
                 raise InputError(self.path, f"video data is corrupt ({err.__class__.__name__})", "re-encode the file") from None
+
+    def _first_pts(self) -> int | None:
+        """Timestamp of frame 0 (found once per reader by decoding the first frame)."""
+        if not hasattr(self, "_pts0"):
+            self._pts0: int | None = None
+            with av.open(str(self.path)) as container:
+                try:
+                    for frame in container.decode(container.streams.video[0]):
+                        self._pts0 = frame.pts
+                        break
+                except av.error.FFmpegError:
+                    pass
+        return self._pts0
+
+    def _decoded_by_seeking(self, start: int, stop: int | None) -> Iterator[tuple[int, av.VideoFrame]]:
+        pts0 = self._first_pts()
+        if pts0 is None:
+            raise _OffGrid(start)
+        with av.open(str(self.path)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            tb = stream.time_base
+            if tb is None:
+                raise _OffGrid(start)
+            frame_ticks = 1 / (self.fps_fraction * tb)  # timestamp units per frame
+            # Aim a little before `start` so rounding never lands past its keyframe.
+            target = pts0 + int(math.floor((start - 0.5) * frame_ticks))
+            expected = start
+            try:
+                container.seek(max(target, pts0), stream=stream, backward=True, any_frame=False)
+                for frame in container.decode(stream):
+                    if frame.pts is None:
+                        raise _OffGrid(expected)
+                    exact = (frame.pts - pts0) / frame_ticks
+                    index = round(exact)
+                    if abs(exact - index) > 0.25:
+                        raise _OffGrid(expected)
+                    if index < expected:
+                        continue  # pre-roll from the keyframe up to `start`
+                    if index != expected:  # seeked past start, or a frame is missing: count instead
+                        raise _OffGrid(expected)
+                    if stop is not None and index >= stop:
+                        return
+                    yield index, frame
+                    expected += 1
+            except av.error.FFmpegError as err:
+                raise InputError(self.path, f"video data is corrupt ({err.__class__.__name__})", "re-encode the file") from None
+            if stop is not None and expected < stop and expected < self.num_frames:
+                raise _OffGrid(expected)  # the stream ended early by its timestamps: let counting decide
 
     def read_all(self, step: int = 1) -> np.ndarray:
         """All frames as one array [T, H, W, 3]; only for short clips."""
@@ -153,6 +240,21 @@ class VideoReader:
             audio_sample_rate=self.audio_sample_rate,
             audio_channels=self.audio_channels,
         )
+
+
+class _OffGrid(Exception):
+    """Timestamps do not give frame indices here; continue by counting from `next_index`."""
+
+    def __init__(self, next_index: int) -> None:
+        super().__init__(next_index)
+        self.next_index = next_index
+
+
+def _to_array(frame: av.VideoFrame, size: tuple[int, int] | None, format: str) -> np.ndarray:
+    """A decoded frame as a numpy array, scaled (area filter) and converted by swscale in one step."""
+    if size is None:
+        return frame.to_ndarray(format=format)
+    return frame.to_ndarray(width=size[0], height=size[1], format=format, interpolation="AREA")
 
 
 def read_video(path: str | Path) -> VideoReader:
@@ -294,6 +396,30 @@ class VideoWriter:
             self.frames_written += 1
         self._write_audio_until(self.frames_written / self.fps)
 
+    def write_decoded(self, frame: av.VideoFrame) -> None:
+        """Write one frame as a decoder gave it: YUV 4:2:0 goes to the encoder with no conversion.
+
+        Re-encoding a stretch of a video (the curation clip writer) would otherwise convert every
+        frame YUV -> RGB -> YUV, which costs about as much as decoding it and blurs the chroma
+        twice. Other pixel formats and odd sizes take the RGB path of `write`.
+        """
+        if self._container is None and not (self.fragmented and self._entered):
+            raise RuntimeError("VideoWriter must be used as a context manager")
+        direct = frame.format.name == "yuv420p" and frame.width % 2 == 0 and frame.height % 2 == 0
+        if not direct or (self._size is not None and self._size != (frame.width, frame.height)):
+            self.write(frame.to_ndarray(format="rgb24"))
+            return
+        if self._container is None:
+            self._open_container()
+        if self._vstream is None:
+            self._open_streams(frame.width, frame.height)
+        frame.pts = self.frames_written
+        frame.time_base = 1 / self.fps  # the encoder's clock (the muxer may have changed the stream's)
+        frame.pict_type = av.video.frame.PictureType.NONE  # let the encoder choose; a source I-frame is no reason here
+        self._container.mux(self._vstream.encode(frame))
+        self.frames_written += 1
+        self._write_audio_until(self.frames_written / self.fps)
+
     def _write_audio_until(self, seconds: Fraction | float) -> None:
         if self._astream is None or self.audio is None:
             return
@@ -363,6 +489,121 @@ class VideoWriter:
             self._container = None
         if not self.fragmented or (opened and self.frames_written == 0):
             self._tmp.unlink(missing_ok=True)
+
+
+def copy_clip(source: VideoReader, start: int, stop: int, path: str | Path, *, audio: Audio | None = None) -> bool:
+    """Write frames start..stop-1 of an H.264 source to `path` by copying its packets, if that is exact.
+
+    A clip that begins on an IDR frame and ends where the next closed GOP begins (shot cuts are
+    where encoders put keyframes) needs no decoding or encoding at all: the copied packets decode
+    to exactly the source's frames, and re-encoding 720p costs more than everything else a clip
+    goes through. Returns False, writing nothing, when the clip is not such a run of packets
+    (another codec, a boundary inside a GOP, leading frames that reach across the start): the
+    caller then re-encodes. `audio` (any rate; cut to the video's length) is encoded as AAC.
+    The file appears atomically, as with `VideoWriter`.
+    """
+    if source.codec != "h264" or start < 0 or stop <= start:
+        return False
+    pts0 = source._first_pts()
+    if pts0 is None:
+        return False
+    packets = _gop_run(source, start, stop, pts0)
+    if packets is None:
+        return False
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_path_for(path)
+    try:
+        with av.open(str(source.path)) as src, av.open(str(tmp), mode="w", format="mp4") as out:
+            template = src.streams.video[0]
+            vs = out.add_stream_from_template(template)
+            sound = _aac_stream(out, audio) if audio is not None else None  # every stream before the first packet
+            tb = template.time_base
+            base = min(p.pts for p in packets)
+            for packet in packets:
+                packet.stream = vs
+                packet.pts, packet.dts = packet.pts - base, packet.dts - base
+                packet.time_base = tb
+                out.mux(packet)
+            if sound is not None:
+                _encode_audio(out, *sound, Fraction(stop - start) / source.fps_fraction)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return True
+
+
+def _gop_run(source: VideoReader, start: int, stop: int, pts0: int) -> list[av.Packet] | None:
+    """The packets holding exactly frames start..stop-1, starting with an IDR frame; else None."""
+    with av.open(str(source.path)) as container:
+        stream = container.streams.video[0]
+        tb = stream.time_base
+        if tb is None:
+            return None
+        frame_ticks = 1 / (source.fps_fraction * tb)
+        container.seek(pts0 + int(math.floor((start - 0.5) * frame_ticks)) if start > 0 else pts0, stream=stream, backward=True, any_frame=False)
+        run: list[av.Packet] = []
+        for packet in container.demux(stream):
+            if packet.size == 0 or packet.pts is None or packet.dts is None:
+                continue
+            exact = (packet.pts - pts0) / frame_ticks
+            index = round(exact)
+            if abs(exact - index) > 0.25:
+                return None
+            if not run:
+                if index < start:
+                    continue  # the GOP before the clip
+                if index != start or not packet.is_keyframe or not _is_idr(bytes(packet)):
+                    return None
+            elif packet.is_keyframe and index >= stop:
+                break  # the next GOP: the run ends here
+            run.append(packet)
+        else:
+            if stop < source.num_frames:
+                return None
+        indices = sorted(round((p.pts - pts0) / frame_ticks) for p in run)
+        return run if indices == list(range(start, stop)) else None
+
+
+def _is_idr(data: bytes) -> bool:
+    """Whether an H.264 packet (length-prefixed NAL units, as in MP4) holds an IDR slice (type 5)."""
+    pos = 0
+    while pos + 5 <= len(data):
+        size = int.from_bytes(data[pos : pos + 4], "big")
+        if data[pos + 4] & 0x1F == 5:
+            return True
+        pos += 4 + size
+    return False
+
+
+def _aac_stream(out: av.container.OutputContainer, audio: Audio) -> tuple[av.audio.stream.AudioStream, Audio]:
+    """An AAC stream for `audio` (resampled to 48 kHz when AAC cannot take its rate)."""
+    if audio.sample_rate not in AAC_SAMPLE_RATES:
+        audio = _resample(audio, 48000)
+    stream = out.add_stream("aac", rate=audio.sample_rate)
+    stream.layout = "mono" if audio.channels == 1 else "stereo"
+    stream.time_base = Fraction(1, audio.sample_rate)
+    return stream, audio
+
+
+def _encode_audio(out: av.container.OutputContainer, stream: av.audio.stream.AudioStream, audio: Audio, seconds: Fraction) -> None:
+    """Encode `audio` into `stream`, cut (or padded with silence) to `seconds`."""
+    rate = audio.sample_rate
+    n = int(round(seconds * rate))
+    samples = audio.samples[:n]
+    if samples.shape[0] < n:
+        samples = np.pad(samples, [(0, n - samples.shape[0])] + [(0, 0)] * (samples.ndim - 1))
+    size = stream.codec_context.frame_size or 1024
+    for pos in range(0, n, size):
+        chunk = samples[pos : pos + size]
+        if chunk.shape[0] < size:
+            chunk = np.pad(chunk, [(0, size - chunk.shape[0])] + [(0, 0)] * (chunk.ndim - 1))
+        planar = np.ascontiguousarray(chunk.T if chunk.ndim == 2 else chunk[None], dtype=np.float32)
+        frame = av.AudioFrame.from_ndarray(planar, format="fltp", layout=stream.layout.name)
+        frame.sample_rate, frame.pts = rate, pos
+        out.mux(stream.encode(frame))
+    out.mux(stream.encode(None))
 
 
 def _resample(audio: Audio, rate: int) -> Audio:
