@@ -109,23 +109,54 @@ def test_clip_writer_takes_decoded_frames_without_conversion(gop12: Path, tmp_pa
     assert psnr > 35, psnr
 
 
-def test_a_clip_of_whole_gops_is_copied_bit_exact_and_others_are_refused(gop12: Path, tmp_path: Path) -> None:
+def test_clips_are_copied_exactly_from_any_start_and_end_at_most_three_frames_early(gop12: Path, tmp_path: Path) -> None:
+    """Copied clips decode to exactly the source's frames (the lead-in from the previous IDR hidden
+    by an edit list), for starts on and between keyframes; their readers count only those frames
+    (ours and OpenCV's); ends move back only as far as the B-frame runs require."""
+    import cv2
+
     from soul.media.audio import Audio
-    from soul.media.video import copy_clip
+    from soul.media.video import MAX_COPY_TRIM, copy_clip
 
     reader = read_video(gop12)
+    full = list(reader.frames())
     with av.open(str(gop12)) as c:
         pts = sorted(p.pts for p in c.demux(c.streams.video[0]) if p.size)
     with av.open(str(gop12)) as c:
         keys = sorted(pts.index(p.pts) for p in c.demux(c.streams.video[0]) if p.size and p.is_keyframe)
-    start, stop = keys[1], keys[3]
     sound = Audio(np.zeros(16000 * 5, np.float32), 16000)
-    assert copy_clip(reader, start, stop, tmp_path / "copy.mp4", audio=sound)
-    copied = read_video(tmp_path / "copy.mp4")
-    assert copied.num_frames == stop - start and copied.has_audio
-    assert all(np.array_equal(a, b) for a, b in zip(copied.frames(), reader.frames(start, stop), strict=True))
-    assert abs(copied.read_audio().duration - (stop - start) / reader.fps) <= 1024 / 16000
-    assert copy_clip(reader, keys[-1], reader.num_frames, tmp_path / "tail.mp4")  # the last GOP, to the end
-    assert not copy_clip(reader, start + 1, stop, tmp_path / "mid.mp4")  # starts inside a GOP
-    assert not copy_clip(reader, start, stop - 1, tmp_path / "short.mp4")  # ends inside one
-    assert not (tmp_path / "mid.mp4").exists() and not (tmp_path / "short.mp4").exists()
+    cases = [(keys[1], keys[3]), (keys[1] + 1, keys[3]), (keys[1] + 5, keys[2] + 7), (0, 41), (keys[-1] + 3, len(full))]
+    trims = []
+    for n, (start, stop) in enumerate(cases):
+        out = tmp_path / f"clip{n}.mp4"
+        end = copy_clip(reader, start, stop, out, audio=sound)
+        assert end is not None and stop - MAX_COPY_TRIM <= end <= stop, (start, stop, end)
+        trims.append(stop - end)
+        copied = read_video(out)
+        frames = list(copied.frames())
+        assert copied.num_frames == len(frames) == end - start and copied.has_audio, (start, stop, end)
+        assert all(np.array_equal(a, b) for a, b in zip(frames, full[start:end], strict=True)), (start, stop)
+        assert abs(copied.read_audio().duration - (end - start) / reader.fps) <= 1024 / 16000
+        capture, seen = cv2.VideoCapture(str(out)), 0
+        while capture.read()[0]:
+            seen += 1
+        assert seen == end - start
+    assert trims[0] == 0 and trims[-1] == 0  # a whole-GOP clip, and one running to the source's end
+    assert max(trims) > 0  # the mid-GOP ends of this B-frame source do need a trim somewhere
+
+
+def test_a_copy_of_another_codec_is_refused(tmp_path: Path) -> None:
+    from soul.media.video import copy_clip
+
+    mpeg4 = tmp_path / "mpeg4.mp4"
+    with av.open(str(mpeg4), "w") as out:
+        v = out.add_stream("mpeg4", rate=25)
+        v.width = v.height = 32
+        v.pix_fmt = "yuv420p"
+        for i in range(10):
+            frame = av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24").reformat(format="yuv420p")
+            frame.pts = i
+            out.mux(v.encode(frame))
+        out.mux(v.encode(None))
+    assert copy_clip(read_video(mpeg4), 2, 8, tmp_path / "no.mp4") is None  # not H.264: the caller re-encodes
+    assert not (tmp_path / "no.mp4").exists()

@@ -84,6 +84,11 @@ class OutputConfig(_Section):
     audio_sample_rate: int = Field(MODEL_SAMPLE_RATE, ge=8000)
     video_crf: int = Field(20, ge=0, le=51)
     video_preset: str = "veryfast"
+    copy_video: bool = Field(
+        True,
+        description="H.264 clips are copied packet for packet (exact frames; an MP4 edit list hides the lead-in "
+        "from the previous keyframe); false re-encodes every clip (for readers that ignore edit lists, e.g. decord)",
+    )
 
 
 class CurationConfig(_Section):

@@ -2,11 +2,15 @@
 
 `speechmos.dnsmos.run` follows Microsoft's reference script: 9.01-second windows every second,
 so each second of a long clip is scored about nine times, and its ONNX sessions take every core
-(workers already split the cores between them). Here the same two models (and the same
-features and polynomial calibration, by calling speechmos's own `DNSMOS`) run on windows that
-tile the clip: one window for clips up to 9.01 s (the reference's result exactly), otherwise
-back-to-back windows plus one ending at the clip's end, averaged as the reference averages its
-windows. Sessions are single-threaded and built once per process.
+(workers already split the cores between them). A clip shorter than a window is repeated
+(doubled until it is at least one window long) and then also scored at every 1 s hop: a 3.5 s
+clip becomes 14 s and six windows of the same repeated speech. Here the same two models (and the
+same features and polynomial calibration, by calling speechmos's own `DNSMOS`) run on windows
+that tile the clip: a short clip repeated to exactly one window (what the reference scores
+first), a longer one in back-to-back windows plus one ending at the clip's end, averaged as the
+reference averages its windows. On the talking clips of ../shared/media cut to 2.5-8 s the scores
+differ from the reference's by at most 0.09 MOS (mostly 0 or under 0.05) at a sixth of the cost
+for the shortest. Sessions are single-threaded and built once per process.
 """
 
 from __future__ import annotations
@@ -57,8 +61,9 @@ def dnsmos_scores(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> dict[str
     win = int(WINDOW_S * sample_rate)
     scorer = _scorer()
     results = []
+    if x.shape[0] < win:
+        x = np.resize(x, win)  # repeated, as the reference repeats it, to exactly one window
     for start in window_starts(x.shape[0], sample_rate):
-        # speechmos tiles a short clip up to one window itself; a window of a longer clip is full.
         results.append(scorer(np.ascontiguousarray(x[start : start + win]), sample_rate, False))
     keys = ("ovrl_mos", "sig_mos", "bak_mos", "p808_mos")
     return {k: float(np.mean([r[k] for r in results])) for k in keys}

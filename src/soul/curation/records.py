@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-PIPELINE_VERSION = "soul-data/1"
+PIPELINE_VERSION = "soul-data/2"  # 2: faces at 1 fps on grey frames, clips copied (edit list), trimmed_frames
 
 SCHEMA = pa.schema(
     [
@@ -76,6 +76,7 @@ SCHEMA = pa.schema(
         ("drop_reason", pa.string()),
         ("video_file", pa.string()),
         ("audio_file", pa.string()),
+        ("trimmed_frames", pa.int32()),  # frames a copied clip ends before the planned end_frame (B-frame runs)
     ]
 )
 

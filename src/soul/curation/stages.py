@@ -500,9 +500,10 @@ def clip_audio(path: str, start_s: float, end_s: float, sample_rate: int) -> np.
 def _write_clip_files(rec: dict, reader: VideoReader, audio: np.ndarray | None, cfg: CurationConfig, out: Path) -> None:
     """The clip's MP4 (audio shifted to cancel the measured offset) and its 16 kHz WAV.
 
-    A clip that is a run of whole closed GOPs of an H.264 source (it starts on an IDR frame and
-    the next one starts where it ends; encoders put keyframes at shot cuts) is copied packet for
-    packet: bit-exact and ~100x cheaper than re-encoding. Any other clip is re-encoded.
+    An H.264 clip is copied packet for packet (`soul.media.video.copy_clip`): exact source frames,
+    no second generation loss, and ~100x cheaper than re-encoding 720p. Where B-frames do not let
+    it end exactly at ``end_frame`` it ends up to 3 frames earlier, and the record says so
+    (``end_frame``, ``end_s``, ``duration_s``, ``trimmed_frames``). Anything else is re-encoded.
     """
     import soundfile as sf
 
@@ -517,10 +518,19 @@ def _write_clip_files(rec: dict, reader: VideoReader, audio: np.ndarray | None, 
     if audio is not None:
         fixed = shift_audio(audio, sr, rec["fps"], rec.get("audio_shift_frames") or 0).astype(np.float32)
     video_path = clips / f"{rec['clip_id']}.mp4"
-    if copy_clip(reader, rec["start_frame"], rec["end_frame"], video_path, audio=Audio(fixed, sr) if fixed is not None else None):
-        CLIP_WRITES["copied"] += 1
-    else:
+    end = None
+    if cfg.output.copy_video:
+        end = copy_clip(reader, rec["start_frame"], rec["end_frame"], video_path, audio=Audio(fixed, sr) if fixed is not None else None)
+    if end is None:
         _encode_clip(rec, reader, fixed, cfg, video_path)
+    else:
+        CLIP_WRITES["copied"] += 1
+        rec["trimmed_frames"] = rec["end_frame"] - end
+        if end != rec["end_frame"]:
+            rec["end_frame"], rec["end_s"] = end, end / rec["fps"]
+            rec["duration_s"] = (end - rec["start_frame"]) / rec["fps"]
+            if fixed is not None:
+                fixed = fixed[: int(round(rec["duration_s"] * sr))]
     rec["video_file"] = f"clips/{video_path.name}"
     if fixed is not None:
         wav = clips / f"{rec['clip_id']}.wav"

@@ -78,6 +78,11 @@ class VideoReader:
                     self._declared_duration = container.duration / av.time_base
                 else:
                     self._declared_duration = 0.0
+                if self._declared_frames > round(self._declared_duration * self.fps_fraction) and stream.duration is not None:
+                    # An edit list hides leading frames (a copied clip, `copy_clip`): the sample
+                    # count includes them, the stream's duration does not. Count what decodes (by
+                    # demuxing: exact, and only for files whose two counts disagree).
+                    self._declared_frames = 0
                 self.has_audio = bool(container.streams.audio)
                 if self.has_audio:
                     acc = container.streams.audio[0].codec_context
@@ -95,13 +100,14 @@ class VideoReader:
 
     @property
     def num_frames(self) -> int:
-        """Frame count from the container, or by demuxing (no decoding) when it is not declared."""
+        """Frame count from the container, or by demuxing (no decoding) when it is not declared
+        or an edit list hides some of the stream's frames (packets marked discard are not counted)."""
         if self._declared_frames > 0:
             return self._declared_frames
         if self._counted_frames is None:
             with av.open(str(self.path)) as container:
                 stream = container.streams.video[0]
-                self._counted_frames = sum(1 for p in container.demux(stream) if p.size > 0)
+                self._counted_frames = sum(1 for p in container.demux(stream) if p.size > 0 and not p.is_discard)
         return self._counted_frames
 
     @property
@@ -491,25 +497,38 @@ class VideoWriter:
             self._tmp.unlink(missing_ok=True)
 
 
-def copy_clip(source: VideoReader, start: int, stop: int, path: str | Path, *, audio: Audio | None = None) -> bool:
-    """Write frames start..stop-1 of an H.264 source to `path` by copying its packets, if that is exact.
+MAX_COPY_TRIM = 3  # frames a copied clip may end early (x264's B-frame runs: up to 3 with the defaults)
+_REORDER_LOOKAHEAD = 32  # frames past the end whose packets are read to see where B-frame runs close
 
-    A clip that begins on an IDR frame and ends where the next closed GOP begins (shot cuts are
-    where encoders put keyframes) needs no decoding or encoding at all: the copied packets decode
-    to exactly the source's frames, and re-encoding 720p costs more than everything else a clip
-    goes through. Returns False, writing nothing, when the clip is not such a run of packets
-    (another codec, a boundary inside a GOP, leading frames that reach across the start): the
-    caller then re-encodes. `audio` (any rate; cut to the video's length) is encoded as AAC.
-    The file appears atomically, as with `VideoWriter`.
+
+def copy_clip(
+    source: VideoReader, start: int, stop: int, path: str | Path, *, audio: Audio | None = None, max_trim: int = MAX_COPY_TRIM,
+) -> int | None:
+    """Write frames start..stop-1 of an H.264 source to `path` by copying its packets; return the
+    end frame actually written, or None (nothing written: the caller re-encodes).
+
+    Re-encoding 720p costs more than everything else a curated clip goes through, and loses
+    quality a second time; copied packets decode to exactly the source's frames. The copy starts
+    at the IDR frame at or before `start`: the frames before `start` (at most one GOP) go in the
+    file with negative timestamps, and the MP4 muxer writes an edit list that hides them, so
+    FFmpeg-based readers (PyAV, OpenCV, torchvision) decode exactly start..end-1. (Readers that
+    ignore edit lists, e.g. decord, would see those leading frames.) The end: with B-frames a
+    frame can depend on a later one, so a clip can only end where every packet up to its last
+    frame's shows a frame inside it; when `stop` is not such a point, the clip ends at the latest
+    one at most `max_trim` frames earlier (x264's default B-frame runs need up to 3). None for
+    another codec, timestamps off the frame grid, no IDR at or before `start`, or no such end.
+    `audio` (any rate; cut to the video's length) is encoded as AAC. The file appears atomically,
+    as with `VideoWriter`.
     """
     if source.codec != "h264" or start < 0 or stop <= start:
-        return False
+        return None
     pts0 = source._first_pts()
     if pts0 is None:
-        return False
-    packets = _gop_run(source, start, stop, pts0)
-    if packets is None:
-        return False
+        return None
+    plan = _copy_run(source, start, stop, pts0, max_trim)
+    if plan is None:
+        return None
+    packets, end = plan
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_path_for(path)
@@ -519,31 +538,35 @@ def copy_clip(source: VideoReader, start: int, stop: int, path: str | Path, *, a
             vs = out.add_stream_from_template(template)
             sound = _aac_stream(out, audio) if audio is not None else None  # every stream before the first packet
             tb = template.time_base
-            base = min(p.pts for p in packets)
+            frame_ticks = 1 / (source.fps_fraction * tb)
+            base = pts0 + round(start * frame_ticks)  # `start` at time 0; the pre-roll before it, hidden
             for packet in packets:
                 packet.stream = vs
                 packet.pts, packet.dts = packet.pts - base, packet.dts - base
                 packet.time_base = tb
                 out.mux(packet)
             if sound is not None:
-                _encode_audio(out, *sound, Fraction(stop - start) / source.fps_fraction)
+                _encode_audio(out, *sound, Fraction(end - start) / source.fps_fraction)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return True
+    return end
 
 
-def _gop_run(source: VideoReader, start: int, stop: int, pts0: int) -> list[av.Packet] | None:
-    """The packets holding exactly frames start..stop-1, starting with an IDR frame; else None."""
+def _copy_run(source: VideoReader, start: int, stop: int, pts0: int, max_trim: int) -> tuple[list[av.Packet], int] | None:
+    """The packets from the IDR at or before `start` through the last one frames start..end-1
+    need, with the largest end in stop-max_trim..stop where no included packet shows a frame at or
+    after end; else None."""
     with av.open(str(source.path)) as container:
         stream = container.streams.video[0]
         tb = stream.time_base
         if tb is None:
             return None
         frame_ticks = 1 / (source.fps_fraction * tb)
-        container.seek(pts0 + int(math.floor((start - 0.5) * frame_ticks)) if start > 0 else pts0, stream=stream, backward=True, any_frame=False)
-        run: list[av.Packet] = []
+        if start > 0:
+            container.seek(pts0 + int(math.floor((start - 0.5) * frame_ticks)), stream=stream, backward=True, any_frame=False)
+        run: list[tuple[int, av.Packet]] = []
         for packet in container.demux(stream):
             if packet.size == 0 or packet.pts is None or packet.dts is None:
                 continue
@@ -551,19 +574,19 @@ def _gop_run(source: VideoReader, start: int, stop: int, pts0: int) -> list[av.P
             index = round(exact)
             if abs(exact - index) > 0.25:
                 return None
-            if not run:
-                if index < start:
-                    continue  # the GOP before the clip
-                if index != start or not packet.is_keyframe or not _is_idr(bytes(packet)):
-                    return None
-            elif packet.is_keyframe and index >= stop:
-                break  # the next GOP: the run ends here
-            run.append(packet)
-        else:
-            if stop < source.num_frames:
-                return None
-        indices = sorted(round((p.pts - pts0) / frame_ticks) for p in run)
-        return run if indices == list(range(start, stop)) else None
+            if not run and (index > start or not packet.is_keyframe or not _is_idr(bytes(packet))):
+                return None  # the copy must open on an IDR frame at or before `start`
+            run.append((index, packet))
+            if index >= stop + _REORDER_LOOKAHEAD:
+                break
+    for end in range(stop, max(start + 1, stop - max_trim) - 1, -1):
+        needed = [k for k, (index, _) in enumerate(run) if start <= index < end]
+        if len(needed) != end - start:
+            continue  # a frame is missing in the source
+        last = needed[-1]
+        if all(index < end for index, _ in run[: last + 1]):
+            return [packet for _, packet in run[: last + 1]], end
+    return None
 
 
 def _is_idr(data: bytes) -> bool:
