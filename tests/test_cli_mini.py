@@ -107,6 +107,7 @@ def test_defaults_are_the_library_defaults() -> None:
         ["clips", "{tmp}/out", "--clips", "0"],
         ["clips", "{tmp}/out", "--seconds", "-1"],
         ["clips", "{tmp}/out", "--speech-fraction", "1.5"],
+        ["clips", "{tmp}/out", "--people", "1,5"],
         ["clips", "{tmp}/out", "--media", "{tmp}/no-media"],
         ["train-vae", "{tmp}/out", "--window", "4"],
         ["train-vae", "{tmp}/out", "--eval-frames", "21"],

@@ -60,18 +60,3 @@ def test_shards_mix_real_speech_and_babble_from_the_training_split(media: Path, 
     assert sources == _sources(tmp_path / "b") and set(sources.values()) == {"babble", "speech"}
     a, b = shard_members(tmp_path / "a"), shard_members(tmp_path / "b")
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
-
-
-def test_pair_clips_move_each_mouth_with_its_own_stream() -> None:
-    from soul.miniature.clips import draw_pair_clip
-
-    pair = draw_pair_clip(4, 3.0)
-    assert pair.frames.shape == (48, 64, 64, 3) and np.array_equal(pair.frames, draw_pair_clip(4, 3.0).frames)
-    first_turn, second_turn = slice(2, 22), slice(26, 46)  # person 0 speaks for 1.5 s, then person 1
-    assert pair.mouth_open[0][first_turn].mean() > 0.2 > pair.mouth_open[0][second_turn].mean()
-    assert pair.mouth_open[1][second_turn].mean() > 0.2 > pair.mouth_open[1][first_turn].mean()
-    left, right = pair.person_mask(0), pair.person_mask(1)
-    assert not (left & right).any() and (left | right).all()
-    # the pixels that change over time in each half belong to the person speaking then
-    motion = np.abs(np.diff(pair.frames.astype(float), axis=0)).sum(axis=-1)
-    assert motion[first_turn][:, left].sum() > 3 * motion[first_turn][:, right].sum()

@@ -279,7 +279,7 @@ def test_bad_audio_inputs_raise_input_error() -> None:
     with pytest.raises(InputError, match="audio_features"):
         model(latents, timestep, text, audio_features=torch.randn(_audio_shape(1, frames=4)))
     with pytest.raises(InputError, match="audio_features"):
-        model(latents, timestep, text, audio_features=torch.randn(_audio_shape(3)), audio_masks=torch.ones(1, 3, 4, 4))
+        model(latents, timestep, text, audio_features=torch.randn(_audio_shape(5)), audio_masks=torch.ones(1, 5, 4, 4))  # more than max_streams (4)
     with pytest.raises(InputError, match="audio_masks"):
         model(latents, timestep, text, audio_features=torch.randn(_audio_shape(2)), audio_masks=torch.ones(1, 2, 8, 8))
     with pytest.raises(InputError, match="audio_frame_mask"):

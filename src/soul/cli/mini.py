@@ -88,12 +88,14 @@ def clips_cmd(
     seed: int = typer.Option(0, "--seed", help="Data seed: the same seed draws the same people and audio (clip i uses seed*100003 + i)."),
     media: Path = typer.Option(None, "--media", help="A media folder laid out like ../shared/media: --speech-fraction of the clips speak its training recordings instead of babble."),
     speech_fraction: float = typer.Option(0.5, "--speech-fraction", help="Share of the clips (chosen by seed) that speak real speech when --media is given, 0..1."),
+    people: str = typer.Option("1", "--people", help="People per clip, e.g. 1 or 1,2,3,4 (each clip draws one of the numbers by seed); several stand side by side in a frame --size high and N x --size wide, each speaking in their own turns."),
 ) -> None:
     """Draw talking clips whose mouths follow their audio and write them as `soul data`-style shards.
 
     Example: soul mini clips runs/drawn-data --clips 16
     Each clip is mp4 + 16 kHz wav + json (with the mouth box); synthesised babble unless --media.
-    Prints the path of every shard written.
+    A clip of several people also holds each voice (KEY.0.wav, KEY.1.wav, ...) and each person's
+    slot and mouth box (json `speakers`). Prints the path of every shard written.
     """
     from soul.errors import InputError
 
@@ -107,6 +109,7 @@ def clips_cmd(
         raise InputError(f"--speech-fraction {speech_fraction:g}", "must be between 0 and 1", "e.g. --speech-fraction 0.5")
     if media is not None:
         _directory(media, "media folder", "give a folder laid out like ../shared/media (audio/, clips/)")
+    counts = _people_counts(people)
 
     from soul.miniature.clips import write_clip_shards
     from soul.miniature.speech_pool import SpeechPool
@@ -117,7 +120,7 @@ def clips_cmd(
             pool = SpeechPool.from_media(media)
         except FileNotFoundError:
             raise InputError(media, "holds none of the training recordings", "give a folder laid out like ../shared/media (audio/, clips/)") from None
-    for path in write_clip_shards(out, clips, seconds, fps, size, seed, speech=pool, speech_fraction=speech_fraction):
+    for path in write_clip_shards(out, clips, seconds, fps, size, seed, speech=pool, speech_fraction=speech_fraction, people=counts):
         typer.echo(str(path))
 
 
@@ -262,3 +265,17 @@ def pack_cmd(
         raise InputError(f"--base {base}", f"no weights {base!r} in {weights_dir}", "pack the base first into the same --out")
     torch.set_num_threads(1)
     typer.echo(str(pack(checkpoint, weights_dir, record, name=name, base=base)))
+
+
+def _people_counts(text: str) -> tuple[int, ...]:
+    """``--people 1,2,3``: the numbers of people a clip may show (1-4 each)."""
+    from soul.errors import InputError
+    from soul.miniature.group import MAX_PEOPLE
+
+    try:
+        counts = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        counts = ()
+    if not counts or any(not 1 <= c <= MAX_PEOPLE for c in counts):
+        raise InputError(f"--people {text}", f"is not a list of numbers from 1 to {MAX_PEOPLE}", "e.g. --people 1 or --people 1,2,3,4")
+    return counts

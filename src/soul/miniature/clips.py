@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,47 +100,10 @@ def draw_clip(seed: int, seconds: float, fps: float = 16.0, size: int = 64, audi
     return DrawnClip(frames, audio.astype(np.float32), fps, face, opening, box)
 
 
-@dataclass
-class DrawnPair:
-    """Two drawn people side by side, each mouth driven by its own audio stream."""
-
-    frames: np.ndarray  # [T, S, S, 3] uint8: person 0 on the left half, person 1 on the right
-    audios: list[np.ndarray]  # one 16 kHz stream per person (silent while the other speaks)
-    fps: float
-    faces: list[FaceParams]
-    mouth_open: list[np.ndarray]  # per person, [T] 0..1
-
-    def person_mask(self, index: int) -> np.ndarray:
-        """[S, S] bool: the half of the frame that shows person `index` (multi-person conditioning)."""
-        size = self.frames.shape[1]
-        mask = np.zeros((size, size), bool)
-        mask[:, (size // 2) * index : (size // 2) * (index + 1)] = True
-        return mask
-
-
-def draw_pair_clip(seed: int, seconds: float, fps: float = 16.0, size: int = 64, turn_seconds: float = 1.5) -> DrawnPair:
-    """Two people taking turns: each speaks every other `turn_seconds`, the listener's mouth rests.
-
-    Each person is drawn as a full portrait and the centre half of it is kept, so both halves
-    have the single-person layout (the mouth box of a face, shifted by a quarter of the frame).
-    """
-    n = int(round(seconds * fps))
-    total = int(round(seconds * AUDIO_RATE))
-    speech = np.pad(synthesize_babble(seconds, AUDIO_RATE, seed=seed), (0, total))[:total]
-    turn = int(round(turn_seconds * AUDIO_RATE))
-    speaker = (np.arange(total) // turn) % 2
-    audios = [np.where(speaker == k, speech, 0.0).astype(np.float32) for k in (0, 1)]
-    faces = [random_face(seed * 2 + k + 1) for k in (0, 1)]
-    halves, openings = [], []
-    for k, (face, audio) in enumerate(zip(faces, audios)):
-        clip = draw_clip(seed * 2 + k + 1, seconds, fps, size, audio=audio)
-        halves.append(clip.frames[:, :, size // 4 : size // 4 + size // 2])
-        openings.append(clip.mouth_open)
-    frames = np.concatenate(halves, axis=2)
-    assert frames.shape == (n, size, 2 * (size // 2), 3)
-    if frames.shape[2] != size:  # odd sizes: repeat the last column
-        frames = np.concatenate([frames, frames[:, :, -1:]], axis=2)
-    return DrawnPair(frames, audios, fps, faces, openings)
+def _wav_bytes(audio: np.ndarray) -> bytes:
+    wav = io.BytesIO()
+    sf.write(wav, audio, AUDIO_RATE, format="WAV", subtype="FLOAT")
+    return wav.getvalue()
 
 
 def write_clip_shards(
@@ -152,12 +116,19 @@ def write_clip_shards(
     clips_per_shard: int = 16,
     speech: SpeechPool | None = None,
     speech_fraction: float = 0.5,
+    people: Sequence[int] = (1,),
 ) -> list[Path]:
     """Write drawn clips as `soul data`-style shards: `<key>.mp4`, `<key>.wav`, `<key>.json`.
 
     With a `speech` pool, a `speech_fraction` of the clips (chosen by seed) speak chopped real
-    speech instead of synthesised babble.
+    speech instead of synthesised babble. Each clip shows a number of people drawn (by seed) from
+    `people`; a clip of several (`soul.miniature.group`, a frame `size` x `N * size`) also holds
+    each person's own voice as `<key>.<k>.wav` (`<key>.wav` is the room's mix, as in the MP4) and
+    in its JSON `speakers`: per person, the slot (`box`) and the mouth box, normalised, left to
+    right: what a multi-person trainer binds each voice to.
     """
+    from soul.miniature.group import Slot, draw_group_clip  # group draws with this module's clips
+
     out = Path(out)
     (out / "shards").mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
@@ -169,25 +140,37 @@ def write_clip_shards(
             for i in range(shard_index * clips_per_shard, min(num_clips, (shard_index + 1) * clips_per_shard)):
                 clip_seed = seed * 100_003 + i
                 pick = np.random.default_rng([clip_seed, 11])
-                audio = speech.segment(seconds, pick) if speech is not None and pick.random() < speech_fraction else None
-                clip = draw_clip(clip_seed, seconds, fps, size, audio=audio)
-                write_video(tmp_video, clip.frames, fps, audio=Audio(clip.audio, AUDIO_RATE))
-                wav = io.BytesIO()
-                sf.write(wav, clip.audio, AUDIO_RATE, format="WAV", subtype="FLOAT")
+                count = int(people[int(pick.integers(len(people)))]) if len(people) > 1 else int(people[0])
+                use_speech = speech is not None and pick.random() < speech_fraction
+                voices: list[np.ndarray] = []
+                if count == 1:
+                    audio = speech.segment(seconds, pick) if use_speech and speech is not None else None
+                    clip = draw_clip(clip_seed, seconds, fps, size, audio=audio)
+                    frames, mix = clip.frames, clip.audio
+                    extra: dict = {"category": "portrait", "caption": "a drawn person talking to the camera, head and shoulders", "mouth_box": list(clip.mouth_box)}
+                else:
+                    group = draw_group_clip(clip_seed, count, seconds, fps, size, speech=speech if use_speech else None)
+                    frames, mix, voices = group.frames, group.mixed_audio(), group.audios
+                    columns = [Slot(k * size, 0, size).box(count * size, size) for k in range(count)]
+                    extra = {
+                        "category": "multi_person", "caption": f"{count} drawn people side by side, taking turns to talk",
+                        "num_faces": count, "speakers": [{"box": list(columns[k]), "mouth_box": list(group.mouth_boxes[k])} for k in range(count)],
+                    }
+                write_video(tmp_video, frames, fps, audio=Audio(mix, AUDIO_RATE))
                 meta = {
                     "clip_id": f"drawn-{seed}-{i:06d}",
-                    "category": "portrait",
                     "fps": fps,
-                    "duration_s": clip.frames.shape[0] / fps,
-                    "width": size,
-                    "height": size,
-                    "caption": "a drawn person talking to the camera, head and shoulders",
+                    "duration_s": frames.shape[0] / fps,
+                    "width": frames.shape[2],
+                    "height": frames.shape[1],
                     "caption_source": "miniature",
-                    "audio_source": "babble" if audio is None else "speech",
-                    "mouth_box": list(clip.mouth_box),
+                    "audio_source": "speech" if use_speech else "babble",
                     "kept": True,
+                    **extra,
                 }
-                for ext, data in (("mp4", tmp_video.read_bytes()), ("wav", wav.getvalue()), ("json", json.dumps(meta).encode())):
+                members = [("mp4", tmp_video.read_bytes()), ("wav", _wav_bytes(mix))]
+                members += [(f"{k}.wav", _wav_bytes(voice)) for k, voice in enumerate(voices)]
+                for ext, data in (*members, ("json", json.dumps(meta).encode())):
                     info = tarfile.TarInfo(f"{meta['clip_id']}.{ext}")
                     info.size = len(data)
                     info.mtime = 0

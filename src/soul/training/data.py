@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from PIL import Image
 
 from soul.config import MODEL_SAMPLE_RATE
 from soul.errors import InputError
-from soul.media.image import fit_image
+from soul.media.image import Fit, fit_image
 from soul.training.config import DataConfig
 
 
@@ -36,6 +36,7 @@ class ClipEntry:
     video_member: str
     audio_member: str | None
     meta: dict[str, Any]
+    speaker_members: tuple[str, ...] = ()  # each person's own voice (`<key>.<k>.wav`), left to right
 
     @property
     def duration(self) -> float:
@@ -52,6 +53,17 @@ class TrainSample:
     caption: str
     mouth_box: tuple[float, float, float, float] | None  # normalised (x0, y0, x1, y1) or None
     key: str
+    speakers: list[Speaker] = field(default_factory=list)  # several people: one voice and place each
+
+
+@dataclass
+class Speaker:
+    """One person of a multi-person window: their own voice (covering the window, 16 kHz) and
+    where they are (normalised boxes of the frame): the region their voice drives, their mouth."""
+
+    audio: np.ndarray
+    box: tuple[float, float, float, float]
+    mouth_box: tuple[float, float, float, float] | None
 
 
 def find_shards(path: str | Path) -> list[Path]:
@@ -84,7 +96,10 @@ def index_shards(shards: list[Path], categories: list[str] | None = None) -> lis
                 meta = json.loads(tar.extractfile(members["json"]).read())  # type: ignore[union-attr]
                 if categories and meta.get("category") not in categories:
                     continue
-                entries.append(ClipEntry(key, shard, members["mp4"], members.get("wav"), meta))
+                voices = tuple(members[f"{k}.wav"] for k in range(len(meta.get("speakers") or [])) if f"{k}.wav" in members)
+                if meta.get("speakers") and len(voices) != len(meta["speakers"]):
+                    raise InputError(shard, f"clip {key} lists {len(meta['speakers'])} speakers but holds {len(voices)} voices", "rewrite the shard (soul mini clips)")
+                entries.append(ClipEntry(key, shard, members["mp4"], members.get("wav"), meta, voices))
     if not entries:
         raise InputError(shards[0].parent, "the shards hold no usable clips", "check the categories filter and the data run's drop reasons")
     return sorted(entries, key=lambda e: e.key)
@@ -115,6 +130,15 @@ def choose_bucket(width: int, height: int, buckets: list[tuple[int, int]]) -> tu
     return min(buckets, key=lambda hw: abs(np.log(hw[1] / hw[0]) - aspect))
 
 
+def _fit_box(box: list[float] | tuple[float, ...], fit: Fit) -> tuple[float, float, float, float]:
+    """A normalised ``(x0, y0, x1, y1)`` box of the source frame, normalised in the fitted frame."""
+    src_w, src_h = fit.source
+    x0, y0 = fit.point(box[0] * src_w, box[1] * src_h)
+    x1, y1 = fit.point(box[2] * src_w, box[3] * src_h)
+    clip = lambda v, size: min(1.0, max(0.0, v / size))  # noqa: E731
+    return (clip(x0, fit.width), clip(y0, fit.height), clip(x1, fit.width), clip(y1, fit.height))
+
+
 def _to_model_range(frame: np.ndarray, width: int, height: int) -> np.ndarray:
     img = fit_image(Image.fromarray(frame), width, height)
     return np.asarray(img, dtype=np.float32) / 127.5 - 1.0
@@ -142,6 +166,7 @@ class ClipWindowDataset:
         with tarfile.open(entry.shard) as tar:
             video_bytes = tar.extractfile(entry.video_member).read()  # type: ignore[union-attr]
             audio_bytes = tar.extractfile(entry.audio_member).read() if entry.audio_member else None  # type: ignore[union-attr]
+            voice_bytes = [tar.extractfile(m).read() for m in entry.speaker_members]  # type: ignore[union-attr]
         frames, src_fps = _decode_video(video_bytes)
         n_src = len(frames)
         cfg = self.config
@@ -154,13 +179,22 @@ class ClipWindowDataset:
         window = np.stack([_to_model_range(frames[i], width, height) for i in src_idx])
         ref_idx = int(rng.integers(n_src)) if self.reference_from_clip else int(src_idx[0])
         reference = _to_model_range(frames[ref_idx], width, height)
-        audio = _decode_audio(audio_bytes, total)
         a0 = int(round(start_t * MODEL_SAMPLE_RATE))
         n_audio = int(round(cfg.num_frames / cfg.fps * MODEL_SAMPLE_RATE))
-        clip_audio = np.zeros(n_audio, np.float32)
-        part = audio[a0 : a0 + n_audio]
-        clip_audio[: part.shape[0]] = part
+
+        def window_of(data: bytes | None) -> np.ndarray:
+            audio = _decode_audio(data, total)
+            out = np.zeros(n_audio, np.float32)
+            part = audio[a0 : a0 + n_audio]
+            out[: part.shape[0]] = part
+            return out
+
         caption = str(entry.meta.get("caption") or "")
         box = entry.meta.get("mouth_box")
-        return TrainSample(window, reference, clip_audio, caption, tuple(box) if box else None, entry.key)
+        fit = Fit.of((frames[0].shape[1], frames[0].shape[0]), width, height)  # boxes follow the frames' resize and crop
+        speakers = [
+            Speaker(window_of(data), _fit_box(info["box"], fit), _fit_box(info["mouth_box"], fit) if info.get("mouth_box") else None)
+            for data, info in zip(voice_bytes, entry.meta.get("speakers") or [])
+        ]
+        return TrainSample(window, reference, window_of(audio_bytes), caption, tuple(box) if box else None, entry.key, speakers)
 

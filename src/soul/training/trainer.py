@@ -261,9 +261,23 @@ class Trainer:
     def _text(self, prompts: list[str]) -> torch.Tensor:
         return self._cached("text", tuple(prompts), lambda: self.pipe.encode_prompt(prompts))
 
-    def _audio(self, audio: np.ndarray, num_frames: int) -> torch.Tensor:
+    def _audio(self, audio: np.ndarray | list[np.ndarray], num_frames: int) -> torch.Tensor:
+        """Audio features ``[1, N, ...]`` of one voice, or of each person's voice (a list)."""
         fps = self.cfg.data.fps
-        return self._cached("audio", (audio, num_frames, fps), lambda: self.pipe.encode_audio([audio], num_frames=num_frames, fps=fps))
+        streams = audio if isinstance(audio, list) else [audio]
+        return self._cached("audio", (*streams, num_frames, fps), lambda: self.pipe.encode_audio(streams, num_frames=num_frames, fps=fps))
+
+    def _speaker_masks(self, sample: TrainSample, h: int, w: int) -> torch.Tensor | None:
+        """Each person's region on the latent grid ``[1, N, h * p_h, w * p_w]`` (None for one person):
+        a latent cell belongs to the person whose box holds its centre."""
+        if len(sample.speakers) < 2:
+            return None
+        ys, xs = (torch.arange(h) + 0.5) / h, (torch.arange(w) + 0.5) / w
+        masks = torch.zeros(1, len(sample.speakers), h, w)
+        for k, speaker in enumerate(sample.speakers):
+            x0, y0, x1, y1 = speaker.box
+            masks[0, k] = ((ys >= y0) & (ys < y1))[:, None] & ((xs >= x0) & (xs < x1))[None, :]
+        return masks.to(self.device)
 
     def _latents(self, pixels: np.ndarray) -> torch.Tensor:
         from soul.models.vae import encode_frames
@@ -309,7 +323,8 @@ class Trainer:
             xt[:, :, :prefix] = x0[:, :, :prefix]
             with torch.no_grad():
                 text = self.null_text if drop_text else self._text([sample.caption])
-                audio = self._audio(sample.audio, sample.frames.shape[0])
+                voices = [speaker.audio for speaker in sample.speakers] if len(sample.speakers) > 1 else sample.audio
+                audio = self._audio(voices, sample.frames.shape[0])
                 if drop_audio:
                     audio = torch.zeros_like(audio)
             patch = tuple(int(x) for x in self.transformer.config.patch_size)
@@ -321,6 +336,7 @@ class Trainer:
                     timestep=timestep,
                     encoder_hidden_states=text,
                     audio_features=audio,
+                    audio_masks=self._speaker_masks(sample, h, w),
                     audio_frame_mask=audio_frame_mask(f, prefix, 1, self.device),
                     return_dict=False,
                 )[0].float()
@@ -335,8 +351,11 @@ class Trainer:
         weight = torch.ones(1, 1, f, h, w, device=self.device)
         weight[:, :, :prefix] = 0.0
         mouth = self.cfg.conditioning.mouth_weight
-        if sample.mouth_box is not None and mouth > 1.0:
-            x_a, y_a, x_b, y_b = sample.mouth_box
+        boxes = [s.mouth_box for s in sample.speakers] if sample.speakers else [sample.mouth_box]
+        for box in boxes:
+            if box is None or mouth <= 1.0:
+                continue
+            x_a, y_a, x_b, y_b = box
             ys, xs = slice(int(y_a * h), max(int(y_a * h) + 1, math.ceil(y_b * h))), slice(int(x_a * w), max(int(x_a * w) + 1, math.ceil(x_b * w)))
             weight[:, :, prefix:, ys, xs] *= mouth
         return weight
