@@ -225,8 +225,8 @@ def test_bad_inputs_raise_input_error(pipe, portrait, speech, kwargs, subject) -
 
 
 def test_bad_audio_raises_input_error(pipe, portrait, speech) -> None:
-    with pytest.raises(InputError, match="at most 2"):
-        generate(pipe, portrait, [speech, speech, speech])
+    with pytest.raises(InputError, match="at most 4"):
+        generate(pipe, portrait, [speech] * 5)
     with pytest.raises(InputError, match="audio"):
         generate(pipe, portrait, speech.reshape(2, -1))
     with pytest.raises(InputError, match="NaN"):
