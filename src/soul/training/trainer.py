@@ -268,8 +268,8 @@ class Trainer:
         return self._cached("audio", (*streams, num_frames, fps), lambda: self.pipe.encode_audio(streams, num_frames=num_frames, fps=fps))
 
     def _speaker_masks(self, sample: TrainSample, h: int, w: int) -> torch.Tensor | None:
-        """Each person's region on the latent grid ``[1, N, h * p_h, w * p_w]`` (None for one person):
-        a latent cell belongs to the person whose box holds its centre."""
+        """Each person's region on the latent grid ``[1, N, h, w]`` (``h``, ``w``: the latents' height
+        and width; None for one person): a latent cell belongs to the person whose box holds its centre."""
         if len(sample.speakers) < 2:
             return None
         ys, xs = (torch.arange(h) + 0.5) / h, (torch.arange(w) + 0.5) / w
