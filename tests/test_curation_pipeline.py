@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import tarfile
 from pathlib import Path
 
@@ -188,7 +189,10 @@ def test_dnsmos_windows_match_the_reference_and_tell_speech_from_noise(media: Pa
     against speechmos's reference run (1 s hops over the clip, repeated when short): within 0.1
     MOS on real speech of 3.5 and 12 s; and white noise scores far below the speech (the measure
     can fail)."""
-    pytest.importorskip("speechmos")
+    if importlib.util.find_spec("speechmos") is None:  # the dnsmos extra; CI installs it
+        if os.environ.get("CI") == "true":
+            pytest.fail("speechmos is not installed: CI installs the dnsmos extra (make test)")
+        pytest.skip("speechmos not installed (pip install 'soul-avatar[dnsmos]')")
     from speechmos import dnsmos
 
     from soul.curation.dnsmos import dnsmos_scores

@@ -216,7 +216,7 @@ def _object_device(runtime: ParallelRuntime) -> Any:
 
 def _is_collective_failure(err: BaseException) -> bool:
     """Whether ``err`` came out of torch.distributed (a peer lost) rather than out of the job."""
-    return isinstance(err, (GroupBroken, getattr(dist, "DistError", GroupBroken)))
+    return isinstance(err, (GroupBroken, dist.DistError))
 
 
 def _file_bytes(request: GenerateRequest) -> dict[str, list[tuple[str, bytes]]]:
