@@ -85,7 +85,8 @@ def test_defaults_are_the_library_defaults() -> None:
 
     from soul.cli.app import app
     from soul.miniature.clips import write_clip_shards
-    from soul.miniature.vae_trainer import VAETrainConfig
+    from soul.cli.mini import VAE_FRAMINGS, VAE_TRAINABLE
+    from soul.miniature.vae_trainer import FRAMINGS, TRAINABLE, VAETrainConfig
     from soul.pipelines.shipped import DEFAULT_NAME
 
     group = typer.main.get_command(app).commands["mini"]  # type: ignore[attr-defined]
@@ -93,8 +94,9 @@ def test_defaults_are_the_library_defaults() -> None:
     cfg = VAETrainConfig()
     vae = defaults["train-vae"]
     assert vae["steps"] == cfg.max_steps and vae["minutes"] == cfg.max_minutes
-    for key in ("pool_clips", "batch_size", "lr", "eval_every", "window", "eval_frames", "decode_from", "mouth_weight", "temporal_weight", "inflate", "init"):
+    for key in ("pool_clips", "batch_size", "lr", "eval_every", "window", "eval_frames", "decode_from", "mouth_weight", "temporal_weight", "inflate", "init", "framing", "trainable"):
         assert vae[key] == getattr(cfg, key), key
+    assert (VAE_FRAMINGS, VAE_TRAINABLE) == (FRAMINGS, TRAINABLE)
     lib = inspect.signature(write_clip_shards).parameters
     for key in ("seconds", "fps", "size", "seed", "speech_fraction"):
         assert defaults["clips"][key] == lib[key].default, key

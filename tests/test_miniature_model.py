@@ -53,6 +53,28 @@ def test_vae_trainer_improves_held_out_reconstruction_and_records_stats(tmp_path
     assert json.loads(lines[-1])["step"] == 40
 
 
+def test_decoder_only_training_on_groups_keeps_the_latent_space(tmp_path: Path) -> None:
+    """`--trainable decoder --framing mixed`: a trained transformer stays valid because the encoder
+    (and the recorded latent statistics) are untouched, while the decoder learns groups of people."""
+    from soul.miniature.vae_trainer import DrawnPool
+
+    pool = DrawnPool(list(range(6)), 1.0, 16, 64, framing="mixed")
+    assert set(pool.widths) == {64, 128, 192}  # 1-3 people side by side
+    x, m = pool.batch(np.random.default_rng(0), 3, 5)
+    assert x.shape[0] == 3 and x.shape[-1] in (64, 128, 192) and m.shape[-1] == x.shape[-1]
+    assert 0 < float(m.mean()) < 0.2  # every mouth box, a few percent of the frame
+    cfg = _tiny_vae_cfg(max_steps=2, framing="mixed", pool_clips=6)
+    start = build_mini_vae(cfg, cfg.seed)
+    start.register_to_config(latents_mean=[0.5] * 48, latents_std=[3.0] * 48)
+    start.save_pretrained(tmp_path / "start")
+    train_vae(VAETrainConfig(**{**cfg.__dict__, "init": str(tmp_path / "start"), "trainable": "decoder"}), tmp_path / "run", log=False)
+    after = AutoencoderKLWan.from_pretrained(tmp_path / "run" / "vae")
+    before = start.state_dict()
+    changed = {k.split(".")[0] for k, v in after.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and changed <= {"decoder", "post_quant_conv"}, changed
+    assert after.config.latents_std == [3.0] * 48  # the encoder's statistics are kept, not re-measured
+
+
 def test_inflation_turns_an_image_vae_into_per_frame_encoding_and_duplicating_decoding() -> None:
     vae = build_mini_vae(_tiny_vae_cfg()).eval()
     frames = torch.from_numpy(draw_clip(3, 9 / 16).frames).float().div(127.5).sub(1).permute(3, 0, 1, 2)[None]

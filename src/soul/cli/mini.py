@@ -44,6 +44,8 @@ VAE_EVAL_FRAMES = 17
 VAE_DECODE_FROM = "mean"
 VAE_MOUTH_WEIGHT = 4.0
 VAE_TEMPORAL_WEIGHT = 0.0
+VAE_FRAMINGS = ("close-up", "mixed")
+VAE_TRAINABLE = ("all", "decoder")
 NO_LIMIT_MINUTES = 1e9
 DEFAULT_WEIGHTS_NAME = "mini"  # soul.pipelines.shipped.DEFAULT_NAME
 
@@ -140,6 +142,8 @@ def train_vae_cmd(
     mouth_weight: float = typer.Option(VAE_MOUTH_WEIGHT, "--mouth-weight", help="Loss weight inside the mouth box (lip sync lives there)."),
     temporal_weight: float = typer.Option(VAE_TEMPORAL_WEIGHT, "--temporal-weight", help="Weight of the frame-difference loss (video windows)."),
     inflate: bool = typer.Option(False, "--inflate", help="--init is image-trained (--window 1): inflate it for video first."),
+    framing: str = typer.Option("close-up", "--framing", help="close-up: faces fill the frame; mixed: faces at the group world's sizes in their slot (people further back)."),
+    trainable: str = typer.Option("all", "--trainable", help="all, or decoder: keep the encoder and its latent space (a trained transformer stays valid)."),
     threads: int = typer.Option(1, "--threads", help="CPU threads for torch (small models on CPU: 1 is often fastest)."),
 ) -> None:
     """Train the miniature VAE (the Wan2.2 layout at a small width) on drawn talking clips.
@@ -163,6 +167,12 @@ def train_vae_cmd(
         raise InputError(f"--eval-frames {eval_frames}", f"held-out clips have {VAE_EVAL_FRAMES} frames", f"e.g. --eval-frames {VAE_EVAL_FRAMES}")
     if decode_from not in ("mean", "sample"):
         raise InputError(f"--decode-from {decode_from}", "is not mean or sample", "e.g. --decode-from mean")
+    if framing not in VAE_FRAMINGS:
+        raise InputError(f"--framing {framing}", f"is not one of {', '.join(VAE_FRAMINGS)}", "e.g. --framing mixed")
+    if trainable not in VAE_TRAINABLE:
+        raise InputError(f"--trainable {trainable}", f"is not one of {', '.join(VAE_TRAINABLE)}", "e.g. --trainable decoder")
+    if trainable == "decoder" and init is None:
+        raise InputError("--trainable decoder", "needs a trained encoder to keep", "give --init VAE_DIR")
     if init is not None:
         _directory(init, "a trained VAE directory", "give the vae/ directory of an earlier run, e.g. --init runs/mini-vae-img/vae", needs="config.json")
 
@@ -173,7 +183,7 @@ def train_vae_cmd(
     cfg = VAETrainConfig(
         max_steps=steps, max_minutes=minutes, pool_clips=pool_clips, batch_size=batch_size, lr=lr, eval_every=eval_every,
         decode_from=decode_from, window=window, eval_frames=eval_frames, init=str(init) if init is not None else None,
-        mouth_weight=mouth_weight, temporal_weight=temporal_weight, inflate=inflate,
+        mouth_weight=mouth_weight, temporal_weight=temporal_weight, inflate=inflate, framing=framing, trainable=trainable,
     )
     clip_frames = int(round(cfg.clip_seconds * cfg.fps))
     if window > clip_frames:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -31,6 +32,7 @@ import torch
 from diffusers import AutoencoderKLWan
 
 from soul.miniature.clips import DrawnClip, draw_clip
+from soul.miniature.group import draw_group_clip
 from soul.miniature.portrait import HELD_OUT_SEED
 from soul.training.metrics import psnr  # the one PSNR (re-exported: benchmarks import it from here)
 
@@ -67,6 +69,14 @@ class VAETrainConfig:
     seed: int = 0
     init: str | None = None  # a trained VAE directory to continue from (e.g. image pre-training)
     inflate: bool = False  # `init` is image-trained: start video training from `inflate_image_vae`
+    # "close-up": every face fills the frame (the one-person world); "mixed": groups of 1-3 people
+    # side by side, faces at the group world's sizes in their 64 px slots (`soul.miniature.group`),
+    # so people further back keep their mouths and neighbours' colours do not bleed (measured: the
+    # close-up VAE reconstructs a 48 px face in a group at 16 dB and erased one person's mouth).
+    framing: str = "close-up"
+    # "all", or "decoder": the encoder (and so the latent space the transformer was trained in)
+    # stays as it is, only the decoder learns to draw what the latents already hold.
+    trainable: str = "all"
 
     def vae_kwargs(self) -> dict:
         """Constructor kwargs of `AutoencoderKLWan` in the Wan2.2 layout at this width."""
@@ -96,28 +106,67 @@ def to_tensor(frames: np.ndarray) -> torch.Tensor:
 
 def mouth_mask(clip: DrawnClip, size: int) -> torch.Tensor:
     """[H, W] 1 inside the clip's rest-pose mouth box grown by 2 px (covers the sway), else 0."""
-    x0, y0, x1, y1 = clip.mouth_box
-    m = torch.zeros(size, size)
-    m[max(0, int(y0 * size) - 2) : min(size, math.ceil(y1 * size) + 2), max(0, int(x0 * size) - 2) : min(size, math.ceil(x1 * size) + 2)] = 1.0
+    return boxes_mask([clip.mouth_box], size, size)
+
+
+def boxes_mask(boxes: list[tuple[float, float, float, float]], height: int, width: int) -> torch.Tensor:
+    """[H, W] 1 inside any of the normalised boxes grown by 2 px, else 0."""
+    m = torch.zeros(height, width)
+    for x0, y0, x1, y1 in boxes:
+        m[max(0, int(y0 * height) - 2) : min(height, math.ceil(y1 * height) + 2), max(0, int(x0 * width) - 2) : min(width, math.ceil(x1 * width) + 2)] = 1.0
     return m
 
 
-class DrawnPool:
-    """A fixed pool of drawn clips; `batch(rng)` cuts random windows from random clips."""
+FRAMINGS = ("close-up", "mixed")
+TRAINABLE = ("all", "decoder")
+MIXED_PEOPLE = (1, 2, 3)  # group widths the mixed framing draws
 
-    def __init__(self, seeds: list[int], seconds: float, fps: float, size: int) -> None:
-        self.clips = [draw_clip(s, seconds, fps, size) for s in seeds]
-        self.masks = [mouth_mask(c, size) for c in self.clips]
+
+@dataclass
+class TrainingClip:
+    """What the VAE trains and is measured on: frames ``[T, H, W, 3]`` and where the mouths are."""
+
+    frames: np.ndarray
+    mouth: torch.Tensor  # [H, W] 1 in the mouth boxes
+
+
+def as_training_clip(clip: DrawnClip | TrainingClip) -> TrainingClip:
+    if isinstance(clip, TrainingClip):
+        return clip
+    return TrainingClip(clip.frames, mouth_mask(clip, clip.frames.shape[1]))
+
+
+def draw_training_clip(seed: int, seconds: float, fps: float, size: int, framing: str = "close-up") -> TrainingClip:
+    """The close-up of the one-person world, or (``mixed``) a group of 1-3 people side by side,
+    faces at the group world's sizes: neighbours' colours meet at the slot borders as they do when
+    several people are generated in one frame."""
+    if framing == "close-up":
+        return as_training_clip(draw_clip(seed, seconds, fps, size))
+    if framing != "mixed":
+        raise ValueError(f"framing must be one of {FRAMINGS}, got {framing!r}")
+    group = draw_group_clip(seed, MIXED_PEOPLE[seed % len(MIXED_PEOPLE)], seconds, fps, size)
+    return TrainingClip(group.frames, boxes_mask(group.mouth_boxes, *group.frames.shape[1:3]))
+
+
+class DrawnPool:
+    """A fixed pool of drawn clips; `batch(rng)` cuts random windows from random clips of one width."""
+
+    def __init__(self, seeds: list[int], seconds: float, fps: float, size: int, framing: str = "close-up") -> None:
+        self.clips = [draw_training_clip(s, seconds, fps, size, framing) for s in seeds]
+        self.by_width: dict[int, list[int]] = {}
+        for i, clip in enumerate(self.clips):
+            self.by_width.setdefault(clip.frames.shape[2], []).append(i)
+        self.widths = sorted(self.by_width)
 
     def batch(self, rng: np.random.Generator, batch_size: int, window: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Video [B, 3, window, H, W] in [-1, 1] and mouth masks [B, 1, 1, H, W]."""
+        members = self.by_width[self.widths[int(rng.integers(len(self.widths)))]]
         xs, ms = [], []
         for _ in range(batch_size):
-            i = int(rng.integers(len(self.clips)))
-            frames = self.clips[i].frames
-            start = int(rng.integers(0, frames.shape[0] - window + 1))
-            xs.append(to_tensor(frames[start : start + window]))
-            ms.append(self.masks[i])
+            clip = self.clips[members[int(rng.integers(len(members)))]]
+            start = int(rng.integers(0, clip.frames.shape[0] - window + 1))
+            xs.append(to_tensor(clip.frames[start : start + window]))
+            ms.append(clip.mouth)
         return torch.stack(xs), torch.stack(ms)[:, None, None]
 
 
@@ -193,22 +242,22 @@ def reconstruct(vae: AutoencoderKLWan, video: torch.Tensor) -> torch.Tensor:
         return vae.decode(z).sample.clamp(-1, 1)
 
 
-def evaluate(vae: AutoencoderKLWan, clips: list[DrawnClip], frames: int = 17) -> dict[str, float]:
-    """PSNR over whole held-out windows and inside the mouth box (the part lip sync needs)."""
+def evaluate(vae: AutoencoderKLWan, clips: Sequence[DrawnClip | TrainingClip], frames: int = 17) -> dict[str, float]:
+    """PSNR over whole held-out windows and inside the mouth boxes (the part lip sync needs)."""
     vae.eval()
     full, mouth = [], []
-    for clip in clips:
+    for clip in map(as_training_clip, clips):
         video = to_tensor(clip.frames[:frames])[None]
         rec = reconstruct(vae, video)
         full.append(psnr(rec, video))
-        m = mouth_mask(clip, video.shape[-1]).bool()
+        m = clip.mouth.bool()
         mouth.append(psnr(rec[..., m], video[..., m]))
     vae.train()
     return {"psnr": float(np.mean(full)), "psnr_mouth": float(np.mean(mouth))}
 
 
 @torch.no_grad()
-def latent_statistics(vae: AutoencoderKLWan, clips: list[DrawnClip], frames: int = 17) -> tuple[list[float], list[float]]:
+def latent_statistics(vae: AutoencoderKLWan, clips: Sequence[DrawnClip | TrainingClip], frames: int = 17) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of the raw posterior mean over drawn windows.
 
     These are what `latents_mean`/`latents_std` mean in the official config: the transformer sees
@@ -223,10 +272,12 @@ def latent_statistics(vae: AutoencoderKLWan, clips: list[DrawnClip], frames: int
     return [float(v) for v in allz.mean(dim=1)], [float(v) for v in std]
 
 
-def save_vae(vae: AutoencoderKLWan, out: Path, stats_clips: list[DrawnClip]) -> None:
-    """Write the VAE in diffusers layout with its latent statistics in the config."""
-    mean, std = latent_statistics(vae, stats_clips)
-    vae.register_to_config(latents_mean=mean, latents_std=std)
+def save_vae(vae: AutoencoderKLWan, out: Path, stats_clips: Sequence[DrawnClip | TrainingClip] | None) -> None:
+    """Write the VAE in diffusers layout with its latent statistics in the config (re-measured on
+    ``stats_clips``; ``None`` keeps the recorded ones: an unchanged encoder keeps its latent space)."""
+    if stats_clips is not None:
+        mean, std = latent_statistics(vae, stats_clips)
+        vae.register_to_config(latents_mean=mean, latents_std=std)
     vae.save_pretrained(out, safe_serialization=True)
 
 
@@ -236,15 +287,20 @@ def train_vae(cfg: VAETrainConfig, out: str | Path, log: bool = True) -> dict[st
     out.mkdir(parents=True, exist_ok=True)
     (out / "vae_train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
     t0 = time.perf_counter()
-    pool = DrawnPool(list(range(cfg.seed * 100_000, cfg.seed * 100_000 + cfg.pool_clips)), cfg.clip_seconds, cfg.fps, cfg.size)
-    held = [draw_clip(HELD_OUT_SEED + i, 17 / cfg.fps, cfg.fps, cfg.size) for i in range(cfg.eval_clips)]
+    if cfg.trainable not in TRAINABLE:
+        raise ValueError(f"trainable must be one of {TRAINABLE}, got {cfg.trainable!r}")
+    pool = DrawnPool(list(range(cfg.seed * 100_000, cfg.seed * 100_000 + cfg.pool_clips)), cfg.clip_seconds, cfg.fps, cfg.size, cfg.framing)
+    held = [draw_training_clip(HELD_OUT_SEED + i, 17 / cfg.fps, cfg.fps, cfg.size, cfg.framing) for i in range(cfg.eval_clips)]
     if log:
         print(f"drew {cfg.pool_clips} clips in {time.perf_counter() - t0:.0f}s", flush=True)
     vae = AutoencoderKLWan.from_pretrained(cfg.init) if cfg.init else build_mini_vae(cfg, cfg.seed)
     if cfg.inflate:
         inflate_image_vae(vae)
     vae.train()
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
+    if cfg.trainable == "decoder":
+        for module in (vae.encoder, vae.quant_conv):
+            module.requires_grad_(False)
+    opt = torch.optim.AdamW([p for p in vae.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
     rng = np.random.default_rng(cfg.seed)
     start = time.perf_counter()
     best = -1.0
@@ -257,7 +313,8 @@ def train_vae(cfg: VAETrainConfig, out: str | Path, log: bool = True) -> dict[st
             for g in opt.param_groups:
                 g["lr"] = lr
             x, m = pool.batch(rng, cfg.batch_size, cfg.window)
-            dist = vae.encode(x).latent_dist
+            with torch.set_grad_enabled(cfg.trainable == "all"):
+                dist = vae.encode(x).latent_dist
             z = dist.mode() if cfg.decode_from == "mean" else dist.sample()
             y = decode_unclamped(vae, z)
             weight = 1.0 + (cfg.mouth_weight - 1.0) * m
@@ -270,7 +327,7 @@ def train_vae(cfg: VAETrainConfig, out: str | Path, log: bool = True) -> dict[st
                 loss = loss + cfg.temporal_weight * ((d_err.abs() + d_err**2) * weight).mean() / weight.mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_([p for p in vae.parameters() if p.requires_grad], 1.0)
             opt.step()
             done = step == cfg.max_steps or minutes >= cfg.max_minutes
             if step % cfg.eval_every == 0 or done:
@@ -281,7 +338,7 @@ def train_vae(cfg: VAETrainConfig, out: str | Path, log: bool = True) -> dict[st
                     print(json.dumps(last), flush=True)
                 if last["psnr"] > best:
                     best = last["psnr"]
-                    save_vae(vae, out / "vae", held)
+                    save_vae(vae, out / "vae", held if cfg.trainable == "all" else None)
             if done:
                 break
     return last
