@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from soul.analysis.drawing import looks_drawn
@@ -22,3 +23,18 @@ def test_no_real_portrait_looks_drawn(media: Path) -> None:
     assert len(portraits) >= 10
     drawn = [p.name for p in portraits if looks_drawn(load_image(p))]
     assert drawn == []
+
+
+@pytest.mark.parametrize("people", [2, 3, 4])
+def test_drawn_groups_look_drawn_and_a_photo_beside_drawn_faces_does_not(people: int, media: Path) -> None:
+    from PIL import Image
+
+    from soul.miniature.group import draw_group_clip
+
+    group = draw_group_clip(HELD_OUT_SEED + people, people, 0.25)
+    portrait = group.portrait(8)
+    assert looks_drawn(Image.fromarray(portrait))
+    side = portrait.shape[0]
+    photo = np.asarray(load_image(media / "portraits" / "hallo_1.jpg").convert("RGB").resize((side, side)))
+    portrait[:, -side:] = photo  # the last person is a photo
+    assert not looks_drawn(Image.fromarray(portrait))

@@ -11,6 +11,8 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import soundfile as sf
+from PIL import Image
 
 from soul.cli import main
 from soul.jobs.generate import build_request, run_generate
@@ -188,6 +190,35 @@ def test_demo_runs_offline_and_says_weights_are_random(tmp_path: Path) -> None:
     for key in ("lipsync_r", "lipsync_r_mismatched", "flicker"):
         assert -1.0 <= summary[key] <= 1.0 or key == "flicker"
     assert summary["drift"]["start_seconds"][0] == 0.0
+
+
+def test_demo_with_three_people_scores_each_against_every_voice(tmp_path: Path) -> None:
+    code, stdout, stderr = cli("demo", "--preset", "tiny", "--people", "3", "--seconds", "2", "--out", tmp_path, "--json")
+    assert code == 0, stderr
+    summary = json.loads(stdout)
+    video = read_video(summary["output"])
+    assert (video.width, video.height) == (3 * 64, 64) and video.num_frames == 32
+    assert len(summary["audio"]) == len(summary["masks"]) == 3 and len(summary["faces"]) == 3
+    assert [p["person"] for p in summary["people"]] == [0, 1, 2]
+    for person in summary["people"]:
+        assert len(person["lipsync_r_cross"]) == len(person["drawn_lipsync_r_cross"]) == 2
+        assert person["drawn_lipsync_r"] > 0.8  # in the drawn clip every mouth follows its own voice
+        assert all(-1.0 <= r <= 1.0 for r in (person["lipsync_r"], person["lipsync_r_mismatched"], *person["lipsync_r_cross"]))
+    assert summary["binds"] == (summary["lipsync_r_min"] > summary["lipsync_r_cross_max"])
+    masks = [np.asarray(Image.open(m)) > 0 for m in summary["masks"]]
+    assert not (masks[0] & masks[1]).any() and np.all(masks[0] | masks[1] | masks[2])  # disjoint, cover the frame
+
+
+@pytest.mark.parametrize(
+    ("args", "names"),
+    [(["--people", "5"], "--people 5"), (["--people", "2", "--audio", "A"], "--audio (1 given)"), (["--audio", "A", "--audio", "A"], "--audio (2 given)")],
+)
+def test_demo_rejects_bad_people_or_voices(tmp_path: Path, args: list[str], names: str) -> None:
+    voice = tmp_path / "a.wav"
+    sf.write(voice, np.zeros(16000, np.float32), 16000)
+    code, _, stderr = cli("demo", "--preset", "tiny", *[str(voice) if a == "A" else a for a in args], "--out", tmp_path / "out")
+    assert code == 2 and names in stderr, stderr
+    assert not (tmp_path / "out" / "demo.mp4").exists()
 
 
 def test_demo_rejects_bad_seconds(tmp_path: Path) -> None:

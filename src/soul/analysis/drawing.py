@@ -37,6 +37,18 @@ def flat_fraction(rgb: np.ndarray, tolerance: int = 2) -> float:
 
 
 def looks_drawn(image: Image.Image) -> bool:
-    """True for a flat-colour drawing like the miniature world's faces."""
-    rgb = np.asarray(image.convert("RGB").resize((ANALYSIS_SIDE, ANALYSIS_SIDE), Image.Resampling.BILINEAR))
-    return palette_coverage(rgb) >= MIN_PALETTE_COVERAGE and flat_fraction(rgb) >= MIN_FLAT_FRACTION
+    """True for a flat-colour drawing like the miniature world's faces.
+
+    A wide picture (a drawn group, one square per person) is judged square by square along its
+    long side, each at the size the measures were set on; it passes only if every square does.
+    """
+    rgb = image.convert("RGB")
+    width, height = rgb.size
+    tiles = max(1, round(max(width, height) / max(1, min(width, height))))
+    along_x = width >= height
+    for k in range(tiles):
+        box = (k * width // tiles, 0, (k + 1) * width // tiles, height) if along_x else (0, k * height // tiles, width, (k + 1) * height // tiles)
+        tile = np.asarray(rgb.crop(box).resize((ANALYSIS_SIDE, ANALYSIS_SIDE), Image.Resampling.BILINEAR))
+        if palette_coverage(tile) < MIN_PALETTE_COVERAGE or flat_fraction(tile) < MIN_FLAT_FRACTION:
+            return False
+    return True

@@ -61,6 +61,20 @@ class DrawnGroup:
         peak = float(np.abs(mix).max()) if mix.size else 0.0
         return (mix / peak if peak > 1.0 else mix).astype(np.float32)
 
+    def portrait(self, scale: int = 8) -> np.ndarray:
+        """The group at rest, drawn ``scale`` times larger than the clip (uint8 ``[S*scale, N*S*scale, 3]``):
+        what a user hands `soul generate`, which fits it back to the clip's size. Each person stands
+        where their slot puts them, on their own background."""
+        from soul.miniature.portrait import draw_face
+
+        size = self.frames.shape[1]
+        canvas = np.empty((size * scale, self.people * size * scale, 3), np.uint8)
+        for k, (face, slot) in enumerate(zip(self.faces, self.slots)):
+            canvas[:, k * size * scale : (k + 1) * size * scale] = face.background
+            y, x = slot.y * scale, slot.x * scale
+            canvas[y : y + slot.size * scale, x : x + slot.size * scale] = np.asarray(draw_face(face, slot.size * scale))
+        return canvas
+
     def person_masks(self) -> np.ndarray:
         """``bool [N, H, W]``: each person's slot (disjoint; together they cover the frame)."""
         _, height, width, _ = self.frames.shape
@@ -83,6 +97,19 @@ def speaking_turns(seconds: float, rng: np.random.Generator) -> np.ndarray:
         t += burst + float(rng.uniform(0.3, 1.5))
     ramp = np.hanning(int(0.04 * AUDIO_RATE))
     return np.clip(np.convolve(env, ramp / ramp.sum(), mode="same"), 0.0, 1.0).astype(np.float32)
+
+
+def unrelated_voices(seconds: float, seed: int, count: int = 4) -> list[np.ndarray]:
+    """``count`` voices shaped like a group's (babble in bursts with pauses) that nobody in any
+    drawn clip speaks: the chance level of the cross-voice measure. Why not continuous babble: a
+    mouth that is still in pauses correlates with any other voice that also pauses, so the chance
+    level has to be measured with voices that pause too."""
+    voices = []
+    for k in range(count):
+        rng = np.random.default_rng([seed, 101, k])
+        babble = synthesize_babble(seconds, AUDIO_RATE, seed=7919 + 104_729 * seed + 64 + k)  # as score_mismatched's, shifted
+        voices.append((babble * speaking_turns(seconds, rng)).astype(np.float32))
+    return voices
 
 
 def draw_group_clip(
@@ -117,4 +144,4 @@ def draw_group_clip(
     return DrawnGroup(np.concatenate(frames, axis=2), audios, fps, faces, slots, openings, boxes)
 
 
-__all__ = ["MAX_PEOPLE", "DrawnGroup", "Slot", "draw_group_clip", "speaking_turns"]
+__all__ = ["MAX_PEOPLE", "DrawnGroup", "Slot", "draw_group_clip", "speaking_turns", "unrelated_voices"]
