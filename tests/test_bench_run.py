@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from soul.bench.media_suite import build_media_suite
@@ -59,6 +60,14 @@ def test_media_suite_layout(media: Path, tmp_path: Path) -> None:
     assert meta["en_prompt"] and "category" in meta
     for c in loaded:
         assert c.image.suffix == ".png" and c.audio.suffix == ".wav"
+    (duo,) = [c for c in loaded if c.speaker_audio]  # the real two-person scene, one voice each
+    assert duo.category == "multi_person" and len(duo.speaker_audio) == 2
+    from PIL import Image
+
+    assert Image.open(duo.image).size == (1024, 512)
+    voices = [load_audio(p, 16000).samples for p in duo.speaker_audio]
+    mix = load_audio(duo.audio, 16000, normalize=False).samples
+    assert mix.shape[0] == max(v.shape[0] for v in voices) and np.corrcoef(voices[0], voices[1][: voices[0].shape[0]])[0, 1] < 0.5
 
 
 def test_suite_errors(tmp_path: Path) -> None:

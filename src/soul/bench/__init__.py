@@ -5,6 +5,7 @@
 - `run`: generate a suite with Soul or an external command, resumably.
 - `metrics`, `signal`: offline metrics (dlib identity, shared lmsync estimator, colour drift,
   sharpness/noise, flicker, AV-Align, long-term curves).
+- `people`: per-person lip-sync binding of multi-person cases (own track vs the others' and chance).
 - `syncnet`, `weighted`: metrics that need user-supplied weights, each declaring what it needs.
 - `score`: evaluation_results.json + scores.json; `report`: Markdown/HTML/PNG.
 """

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from soul.bench.suite import Case, write_case_meta
 from soul.errors import InputError
@@ -29,6 +30,9 @@ class CaseSpec:
     prompt: str
     category: str
     seconds: float | None = None  # None: the audio's own length; else loop/cut to this length
+    # A multi-person case: one media file per person, left to right, whose audio is that person's
+    # voice (`Case.speaker_audio`); `audio` is then ignored and `<id>.wav` is their mix.
+    speakers: tuple[str, ...] = ()
 
 
 CASES: tuple[CaseSpec, ...] = (
@@ -46,6 +50,11 @@ CASES: tuple[CaseSpec, ...] = (
              "A person gives a one-minute talk to the camera, steady framing, natural expressions.", "portrait", LONG_SECONDS),
     CaseSpec("upper_body_long_1min", "portraits/wan_elf_upper_body.jpg", ("audio/hallo_3.wav", "audio/wan_talk.wav", "audio/hallo_2.wav"),
              "An elf character narrates a story for a minute with hand gestures, upper body in frame.", "upper_body", LONG_SECONDS),
+    # The two people of two_people_left_speaks.mp4 (its first frame), each with the voice their
+    # source clip was recorded with: both talk at once, each must move only with their own.
+    CaseSpec("two_people_both_talk", "clips/two_people_left_speaks.mp4", (),
+             "Two people side by side talk to the camera at the same time, each with natural head motion.", "multi_person",
+             speakers=("clips/talking_face_2.mp4", "clips/talking_face_3.mp4")),
 )
 
 
@@ -75,9 +84,28 @@ def _join(media: Path, parts: tuple[str, ...], seconds: float | None) -> np.ndar
     return audio
 
 
+def _first_image(path: Path) -> Image.Image:
+    """An image file, or a video's first frame (a scene the suite has only as a clip)."""
+    from soul.media.image import load_image
+    from soul.media.video import read_video
+
+    if path.suffix.lower() in (".mp4", ".mov", ".mkv", ".webm"):
+        return Image.fromarray(next(iter(read_video(path).frames(0, 1))))
+    return load_image(path)
+
+
+def _mix(tracks: list[np.ndarray]) -> np.ndarray:
+    """Voices summed as one microphone hears them, padded to the longest, kept within [-1, 1]."""
+    mix = np.zeros(max(t.shape[0] for t in tracks), np.float32)
+    for t in tracks:
+        mix[: t.shape[0]] += t
+    peak = float(np.abs(mix).max())
+    return mix / peak if peak > 1.0 else mix
+
+
 def build_media_suite(media: str | Path, out: str | Path, *, include_long: bool = True) -> list[Case]:
     """Write the suite into `out` (idempotent: files are rewritten); returns its cases."""
-    from soul.media.image import load_image
+    from soul.media.audio import load_audio
 
     media, out = Path(media), Path(out)
     if not (media / "portraits").is_dir() or not (media / "audio").is_dir():
@@ -88,11 +116,13 @@ def build_media_suite(media: str | Path, out: str | Path, *, include_long: bool 
         if spec.seconds and spec.seconds >= 30 and not include_long:
             continue
         image = out / f"{spec.id}.png"
-        load_image(media / spec.image).save(image)
-        audio = write_wav(out / f"{spec.id}.wav", _join(media, spec.audio, spec.seconds))
+        _first_image(media / spec.image).save(image)
+        speakers = [write_wav(out / f"{spec.id}.{k}.wav", _join(media, (part,), spec.seconds)) for k, part in enumerate(spec.speakers)]
+        mix = _mix([load_audio(p, SAMPLE_RATE).samples for p in speakers]) if speakers else _join(media, spec.audio, spec.seconds)
+        audio = write_wav(out / f"{spec.id}.wav", mix)
         case = Case(id=spec.id, image=image, audio=audio, prompt=spec.prompt, category=spec.category,
-                    long=bool(spec.seconds and spec.seconds >= 30),
-                    extra={"source_image": spec.image, "source_audio": list(spec.audio)})
+                    long=bool(spec.seconds and spec.seconds >= 30), speaker_audio=speakers,
+                    extra={"source_image": spec.image, "source_audio": list(spec.speakers or spec.audio)})
         write_case_meta(out, case)
         cases.append(case)
     return cases

@@ -3,7 +3,8 @@
 Each folder is the `--out` of `soul bench score` (it holds `scores.json`); with several folders
 the report compares methods: one row per method, and every plot overlays them. Metrics that were
 skipped (weights missing) are listed with the file they need and where users get it, never shown
-as numbers.
+as numbers. Multi-person cases get a table of their people: each mouth's sync with its own track,
+with the other people's tracks and with chance (`soul.bench.people`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from soul.analysis.lipsync import DEFAULT_MAX_OFFSET
 from soul.errors import InputError
 
 # (field, label, direction) in table order; direction says which way is better.
@@ -23,6 +25,9 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("sync_d", "Sync-D", "↓"),
     ("lmsync_conf", "lmsync conf", "↑"),
     ("lmsync_abs_offset", "|lmsync offset|", "↓"),
+    ("people_bind_rate", "people binding", "↑"),
+    ("people_own", "own-track r", "↑"),
+    ("people_cross_max", "other-track r", "↓"),
     ("arcface_csim", "CSIM (ArcFace)", "↑"),
     ("id_dlib_dist", "id dist (dlib)", "↓"),
     ("color_drift", "colour drift ΔE00", "↓"),
@@ -115,6 +120,23 @@ def case_rows(run: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         notes = "; ".join(str(v) for k, v in c.items() if k.endswith("_note") or k == "error")
         rows.append([cid] + [_fmt(c.get(k)) for k in keys] + [notes])
     return ["case", *keys, "notes"], rows
+
+
+PEOPLE_NOTE = ("Multi-person cases: person k is the k-th face from the left. r = peak correlation of the mouth "
+               f"with a track's speech energy over lags within ±{DEFAULT_MAX_OFFSET} frames (lmsync); own = their own track, cross = "
+               "each other person's track, chance = their own track shifted out of reach. Binds: own > max cross.")
+
+
+def people_rows(run: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """One row per person of every multi-person case (none for one-person suites)."""
+    rows = []
+    for cid, c in run["cases"].items():
+        for p in c.get("people") or []:
+            binds = {True: "yes", False: "no"}.get(p.get("binds"), "—")
+            rows.append([cid, f"{c.get('people_found', '—')}/{c.get('people_expected', '—')}", str(p["person"]),
+                         _fmt(p.get("own")), ", ".join(_fmt(v) for v in p.get("cross") or []) or "—", _fmt(p.get("cross_max")),
+                         _fmt(p.get("chance")), binds, _fmt(p.get("offset")), p.get("note") or ""])
+    return ["case", "faces found/people", "person", "own r", "cross r", "max cross r", "chance r", "binds", "offset", "notes"], rows
 
 
 def _plot_bars(runs: list[dict[str, Any]], path: Path) -> Path | None:
@@ -269,6 +291,10 @@ def write_report(folders: list[str | Path], out: str | Path, *, title: str = "So
         ch, cr = case_rows(r)
         md += [f"## Cases: {r['method']}", "", _md_table(ch, cr), ""]
         h += [f"<h2>Cases: {html.escape(r['method'])}</h2>", _html_table(ch, cr)]
+        ph, pr = people_rows(r)
+        if pr:
+            md += [f"## People: {r['method']}", "", PEOPLE_NOTE, "", _md_table(ph, pr), ""]
+            h += [f"<h2>People: {html.escape(r['method'])}</h2>", f"<p>{html.escape(PEOPLE_NOTE)}</p>", _html_table(ph, pr)]
     h.append("</body></html>")
     (out / "report.md").write_text("\n".join(md), encoding="utf-8")
     (out / "report.html").write_text("\n".join(h), encoding="utf-8")

@@ -2,7 +2,10 @@
 
 A method is Soul at a preset (`soul` or `soul:tiny`, through `soul.jobs.generate.run_generate`) or any
 external command template with `{image}`, `{audio}`, `{prompt}` and `{output}` placeholders (shell
-quoted), so other systems are compared on the same inputs. The method writes to a temporary
+quoted), so other systems are compared on the same inputs. A multi-person case (`Case.speaker_audio`)
+gives Soul its tracks, one per person left to right, instead of the mix; templates still get the mix
+as `{audio}` and may take the tracks as `{speaker_audio}` (space separated, each quoted; a one-person
+case's audio when it has no tracks), so single-track systems stay comparable. The method writes to a temporary
 `<id>.partial.mp4` that is renamed to `<id>.mp4` only on success, so an interrupted run never leaves
 a truncated video that a resumed run would mistake for a finished one; finished cases are skipped.
 `run_log.json` in the output folder records each case's status, seconds and error.
@@ -52,10 +55,21 @@ def parse_method(method: str | None, command: str | None, *, name: str | None = 
     return Method(name=name or f"soul-{preset}", preset=preset, seed=seed)
 
 
+def speaker_tracks(case: Case) -> list[Path]:
+    """The audio a multi-track method gets: one track per person, or the case's audio for one person."""
+    return list(case.speaker_audio) or [case.audio]
+
+
+def fill_template(template: str, case: Case, target: Path) -> str:
+    """The shell command for one case: every placeholder shell-quoted (`{speaker_audio}` one word per track)."""
+    return template.format(image=shlex.quote(str(case.image)), audio=shlex.quote(str(case.audio)),
+                           speaker_audio=" ".join(shlex.quote(str(p)) for p in speaker_tracks(case)),
+                           prompt=shlex.quote(case.prompt), output=shlex.quote(str(target)), id=shlex.quote(case.id))
+
+
 def _run_one(method: Method, case: Case, target: Path) -> None:
     if method.template is not None:
-        cmd = method.template.format(image=shlex.quote(str(case.image)), audio=shlex.quote(str(case.audio)),
-                                     prompt=shlex.quote(case.prompt), output=shlex.quote(str(target)), id=shlex.quote(case.id))
+        cmd = fill_template(method.template, case, target)
         try:
             proc = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=method.timeout)
         except subprocess.TimeoutExpired:
@@ -66,7 +80,7 @@ def _run_one(method: Method, case: Case, target: Path) -> None:
         return
     from soul.jobs.generate import build_request, run_generate
 
-    run_generate(build_request(image=case.image, audio=[case.audio], prompt=case.prompt, output=target,
+    run_generate(build_request(image=case.image, audio=speaker_tracks(case), prompt=case.prompt, output=target,
                                preset=method.preset, seed=method.seed))
 
 

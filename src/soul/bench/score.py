@@ -6,6 +6,7 @@ Outputs in `--out DIR`:
   style tooling reads ours; our offline metrics are the group `soul_offline`.
 - `scores.json`: the flat per-case metrics, long-term curves, suite summary and the list of
   skipped metrics with the file each needs: what `soul bench report` reads.
+  Multi-person cases add the group `soul_people` (per-person lip-sync binding, `soul.bench.people`).
 - `cases/<id>.json`: per-case cache; a re-run skips cases whose video has not changed (resumable).
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -21,11 +23,14 @@ from typing import Any, Callable
 import numpy as np
 
 from soul.bench import metrics as M
+from soul.bench.people import people_metric
 from soul.bench.suite import Case, load_suite, output_for
 from soul.bench.weighted import SPECS, WeightsConfig, skipped
 from soul.errors import InputError
+from soul.media.audio import MODEL_SAMPLE_RATE, load_audio
 
-OFFLINE_GROUPS = ("identity", "lmsync", "quality", "flicker", "av_align", "curves")
+OFFLINE_GROUPS = ("identity", "lmsync", "quality", "flicker", "av_align", "curves", "people")
+FACE_GROUPS = {"identity", "lmsync", "quality", "curves", "people"}
 LONG_CURVE_MIN_SECONDS = 20.0
 SCORES_VERSION = 1
 
@@ -62,12 +67,18 @@ def _image_array(path: Path) -> np.ndarray:
 
 
 def score_clip(clip: M.Clip, reference: np.ndarray | None, *, groups: tuple[str, ...] = OFFLINE_GROUPS,
-               analyzer: Any = None, long_case: bool = False, curve_seconds: float = M.WINDOW_SECONDS) -> dict[str, Any]:
-    """Offline metrics of one decoded clip against its reference image (None: no identity)."""
+               analyzer: Any = None, long_case: bool = False, curve_seconds: float = M.WINDOW_SECONDS,
+               speaker_audio: Sequence[np.ndarray] = ()) -> dict[str, Any]:
+    """Offline metrics of one decoded clip against its reference image (None: no identity).
+
+    `speaker_audio` (16 kHz mono, one track per person, left to right) adds the `people` binding
+    measure of a multi-person case; without it the group has nothing to measure and is left out.
+    """
     unknown = set(groups) - set(OFFLINE_GROUPS)
     if unknown:
         raise InputError("metrics", f"unknown metric group(s) {sorted(unknown)}", f"choose from {', '.join(OFFLINE_GROUPS)}")
-    needs_faces = {"identity", "lmsync", "quality", "curves"} & set(groups)
+    people = "people" in groups and len(speaker_audio) > 0
+    needs_faces = bool((FACE_GROUPS - {"people"}) & set(groups)) or people
     analyzer = analyzer or (M._analyzer() if needs_faces else None)
     out: dict[str, Any] = {"fps": clip.fps, "num_frames": len(clip.frames), "duration": clip.duration}
     refs = M.reference_embeddings(reference, analyzer) if reference is not None and ({"identity", "curves"} & set(groups)) else []
@@ -84,6 +95,8 @@ def score_clip(clip: M.Clip, reference: np.ndarray | None, *, groups: tuple[str,
         out.update(M.flicker(clip))
     if "av_align" in groups:
         out.update(M.av_align(clip))
+    if people:
+        out.update(people_metric(clip.frames, clip.fps, speaker_audio, clip.sample_rate, analyzer))
     if "curves" in groups and (long_case or clip.duration >= LONG_CURVE_MIN_SECONDS):
         out["long_term"] = M.long_term_curves(clip, refs, regions, analyzer, seconds=curve_seconds)
     return out
@@ -204,7 +217,7 @@ def summarize(cases: dict[str, dict[str, Any]]) -> dict[str, Any]:
     keys: dict[str, list[float]] = {}
     for flat in cases.values():
         for k, v in flat.items():
-            if k in ("fps", "num_frames", "seconds") or k.endswith(("_frames", "_frames_with_face", "_peaks", "_faces")):
+            if k in ("fps", "num_frames", "seconds", "people_found", "people_expected") or k.endswith(("_frames", "_frames_with_face", "_peaks", "_faces")):
                 continue  # bookkeeping, not a metric
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 keys.setdefault(k, []).append(float(v))
@@ -236,6 +249,8 @@ def score_suite(suite: str | Path, outputs: str | Path, out: str | Path, options
             flat_cases[case.id] = {"error": f"missing output {video.name}", "category": case.category}
             continue
         stamp = [video.stat().st_size, video.stat().st_mtime_ns, list(options.groups), repr(cfg)]
+        if case.speaker_audio:  # only then, so caches of one-person cases stay valid
+            stamp.append([[str(p), p.stat().st_mtime_ns] for p in case.speaker_audio])
         if cache_file.is_file() and not options.force:
             cached = json.loads(cache_file.read_text())
             if cached.get("stamp") == stamp:
@@ -246,19 +261,22 @@ def score_suite(suite: str | Path, outputs: str | Path, out: str | Path, options
         try:
             clip = M.load_clip(video, audio=None)
             if clip.audio.size == 0:  # a silent output is scored against the case's driving audio
-                from soul.media.audio import MODEL_SAMPLE_RATE, load_audio
-
                 clip.audio = load_audio(case.audio, MODEL_SAMPLE_RATE, normalize=False).samples.astype(np.float32)
+            speakers = [load_audio(p, MODEL_SAMPLE_RATE, normalize=False).samples for p in case.speaker_audio] \
+                if "people" in options.groups else []
             reference = _image_array(case.image)
-            if "analyzer" not in cache and {"identity", "lmsync", "quality", "curves"} & set(options.groups):
+            if "analyzer" not in cache and FACE_GROUPS & set(options.groups):
                 cache["analyzer"] = M._analyzer()
             offline = score_clip(clip, reference, groups=options.groups, analyzer=cache.get("analyzer"), long_case=case.long,
-                                 curve_seconds=options.curve_seconds)
+                                 curve_seconds=options.curve_seconds, speaker_audio=speakers)
+            people = {k: offline.pop(k) for k in list(offline) if k.startswith("people")}
             groups = {"soul_offline": _clean({k: v for k, v in offline.items() if k != "long_term"})}
+            if people:
+                groups["soul_people"] = _clean(people)
             if "av_align" in options.groups:
                 groups["av_align"] = {"av_align_score": groups["soul_offline"].get("av_align")}
             groups.update(_clean(_weighted_case(case, clip, reference, cfg, cache)))
-            flat = {**groups["soul_offline"], **_clean(_flatten(groups)), "category": case.category, "long": case.long,
+            flat = {**groups["soul_offline"], **groups.get("soul_people", {}), **_clean(_flatten(groups)), "category": case.category, "long": case.long,
                     "seconds": time.perf_counter() - t0}
             if "long_term" in offline:
                 flat["long_term"] = _clean(offline["long_term"])

@@ -47,7 +47,7 @@ def make_suite(
         "Generate <id>.mp4 for every case into --out with one method. Finished cases are skipped, so an "
         "interrupted run continues when started again (--force redoes them).\n\n"
         "  --method soul[:PRESET]  Soul itself (default preset wan22-ti2v-5b, which needs downloaded weights; soul:mini for the shipped miniature model, soul:tiny for random weights).\n\n"
-        "  --method-cmd TEMPLATE   any system: {image} {audio} {prompt} {output} (and {id}) are filled in, shell-quoted."
+        "  --method-cmd TEMPLATE   any system: {image} {audio} {prompt} {output} (and {id}) are filled in, shell-quoted; {speaker_audio} gives a multi-person case's tracks (one per person, left to right), {audio} its mix."
     ),
 )
 def run(
@@ -87,7 +87,7 @@ def score(
     outputs: Path = typer.Argument(..., help="Folder of <id>.mp4 generated videos."),
     out: Path = typer.Option(..., "--out", "-o", help="Where to write the results."),
     name: str = typer.Option(None, "--name", help="Method name (default: the outputs folder's name)."),
-    metrics: str = typer.Option(",".join(("identity", "lmsync", "quality", "flicker", "av_align", "curves")), "--metrics",
+    metrics: str = typer.Option(",".join(("identity", "lmsync", "quality", "flicker", "av_align", "curves", "people")), "--metrics",
                                 help="Offline metric groups, comma separated."),
     syncnet: Path = typer.Option(None, "--syncnet", help="syncnet_v2.model (joonson/syncnet_python)."),
     arcface_root: Path = typer.Option(None, "--arcface-root", help="insightface root holding models/buffalo_l."),
