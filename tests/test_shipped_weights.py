@@ -55,3 +55,20 @@ def test_make_demo_talks(tmp_path: Path, seed: int) -> None:
     assert video.num_frames == 192 and video.has_audio
     frames = video.read_all()
     assert np.ptp(frames.reshape(len(frames), -1).mean(axis=1)) < 20  # no flashing or fading
+
+
+@pytest.mark.parametrize("people", [2, 3])
+def test_demo_people_each_follow_their_own_voice(tmp_path: Path, people: int) -> None:
+    """`soul demo --people N` on the shipped weights (issue 20's bar): every person's mouth follows
+    their own voice (r >= 0.6) and no other person's (r <= 0.2), held-out faces and babble."""
+    cmd = [sys.executable, "-c", "import sys; from soul.cli import main; main(sys.argv[1:])",
+           "demo", "--people", str(people), "--out", str(tmp_path), "--json"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["weights"] == "shipped mini" and summary["note"] == "", summary["note"]
+    assert len(summary["people"]) == people
+    for person in summary["people"]:
+        assert person["lipsync_r"] >= 0.6, summary["people"]
+        assert max(person["lipsync_r_cross"]) <= 0.2, summary["people"]
+    assert summary["binds"]
