@@ -27,10 +27,13 @@ not a preset's own sampling, so the ratio is not a speed-up at equal quality; do
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,6 +43,7 @@ from soul.config import SamplingConfig, SoulConfig, load_preset
 from soul.models.vae import decode_latents
 from soul.pipelines.soul_pipeline import SoulPipeline
 
+SHARED_MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "media"
 CONFIGS = ("tiny", "mini", "scaled-5b")
 FAST_PRESETS = {"tiny": "mini-fast", "mini": "mini-fast", "scaled-5b": "wan22-ti2v-5b-fast"}
 """The preset whose sampling section is each config's fast mode (tiny has no fast preset: it borrows mini's)."""
@@ -96,6 +100,18 @@ class StageTimer:
         self._wrap(pipe, "encode_image", "vae")
         self._wrap(pipe, "decode", "vae")
         self._wrap(pipe.transformer, "forward", "transformer")
+        self._wrap_streaming(pipe)
+
+    def _wrap_streaming(self, pipe: SoulPipeline) -> None:
+        """Long videos (run_generate) decode chunk by chunk through `streaming_decoder(...).push`: time that as vae."""
+        make: Callable[..., Any] = pipe.streaming_decoder
+
+        def timed_maker(*args: Any, **kwargs: Any) -> Any:
+            decoder = make(*args, **kwargs)
+            self._wrap(decoder, "push", "vae")
+            return decoder
+
+        pipe.streaming_decoder = timed_maker  # type: ignore[method-assign]
 
     def _wrap(self, owner: Any, attr: str, stage: str) -> None:
         inner: Callable[..., Any] = getattr(owner, attr)
@@ -174,16 +190,281 @@ def params(module: torch.nn.Module) -> float:
     return sum(p.numel() for p in module.parameters()) / 1e6
 
 
+# ------------------------------------------------------------------------------------------------
+# --quality: a speed-up at equal measured quality, in one run (mini only; issue 16)
+
+# Face seeds 1_000_200 + i: in the held-out range (>= HELD_OUT_SEED = 1_000_000, no training clip
+# was drawn from it) and disjoint from every seed a stopping or selection decision was taken on:
+# the mini VAE trainer's eval clips (HELD_OUT_SEED + 0..7), the lip-sync eval benchmark
+# (HELD_OUT_SEED + 0..3, babble HELD_OUT_SEED + 500..), miniature_fast_quality.py and
+# miniature_drift.py (HELD_OUT_SEED + 0..), the demo's default seeds (HELD_OUT_SEED + seed) and
+# the serve smoke test (+77). The light decoder's held-out PSNR (the one its resumed training was
+# stopped on) used draw_clip seeds 5_000..5_007 (DistillVAEConfig seed 0: `seed * 10_000 + 5_000`),
+# which are not in this range either.
+QUALITY_FACE_SEED = 1_000_200
+QUALITY_PROMPT = "a drawn person talking to the camera, head and shoulders"
+TOLERANCE = 0.05
+"""Equal quality: within 5 % of the best base on every criterion, in the measure's bad direction."""
+CRITERIA: dict[str, str] = {"lipsync_r": "higher", "identity_distance": "lower", "colour_drift": "lower", "flicker": "lower"}
+"""The criterion measures and their good direction. Reported but not criteria: chance r
+(`lipsync_r_mismatched`), colour difference to the portrait and identity drift."""
+REPORTED = ("lipsync_r", "lipsync_r_mismatched", "identity_distance", "colour_drift", "flicker", "colour_difference", "identity_drift")
+BASES = ("base", "base-50")
+NEGATIVE_CONTROL = "fast-wrong-audio"
+
+
+@dataclass(frozen=True)
+class QualityConfig:
+    """One configuration of the quality section: a preset plus request overrides (None = preset's)."""
+
+    name: str
+    preset: str
+    overrides: dict[str, Any]
+    note: str
+    wrong_audio: bool = False
+
+
+def quality_configs() -> list[QualityConfig]:
+    """base / base-50 on `mini`, the fast variants on `mini-fast`, and the negative control.
+
+    base-50 keeps everything of the mini preset but the step count (its Euler sampler takes any
+    count; 50 shifted steps, the same two-pass audio guidance at 2.0, full decoder). fast-2 and
+    fast-1 give the x0-renoise sampler explicit levels; `check_sigmas` appends the final 0, so
+    [1.0] is one x0 prediction from pure noise.
+    """
+    return [
+        QualityConfig("base", "mini", {}, "mini preset as shipped (soul generate --preset mini)"),
+        QualityConfig("base-50", "mini", {"steps": 50}, "mini, 50 steps, same sampler and guidance"),
+        QualityConfig("fast", "mini-fast", {}, "mini-fast preset as shipped"),
+        QualityConfig("fast-full", "mini-fast", {"vae": "full"}, "mini-fast with the full decoder"),
+        QualityConfig("fast-2", "mini-fast", {"sigmas": [1.0, 0.5]}, "mini-fast weights, x0 at sigmas [1.0, 0.5]"),
+        QualityConfig("fast-1", "mini-fast", {"sigmas": [1.0]}, "mini-fast weights, x0 at sigma [1.0]"),
+        QualityConfig(NEGATIVE_CONTROL, "mini-fast", {}, "NEGATIVE CONTROL: mini-fast driven by another face's speech, scored against its own", wrong_audio=True),
+    ]
+
+
+def equal_quality(config: dict[str, float], bases: dict[str, dict[str, float]], tolerance: float = TOLERANCE) -> list[tuple[str, float, float]]:
+    """The criteria `config` (mean measures) fails against the best of `bases`: (measure, value, bound).
+
+    Best = the highest r / the lowest distance, drift, flicker among the bases, per measure; the
+    bound is 0.95 x the best r and 1.05 x the best of the others. Empty list = at equal quality.
+    """
+    failures = []
+    for measure, good in CRITERIA.items():
+        values = [b[measure] for b in bases.values()]
+        if good == "higher":
+            bound = (1 - tolerance) * max(values)
+            bad = config[measure] < bound
+        else:
+            bound = (1 + tolerance) * min(values)
+            bad = config[measure] > bound
+        if bad or not np.isfinite(config[measure]):
+            failures.append((measure, config[measure], bound))
+    return failures
+
+
+def reference_base(bases: dict[str, dict[str, float]], seconds: dict[str, float], tolerance: float = TOLERANCE) -> str:
+    """The base a speed-up is measured against: the best-quality one, without paying for nothing.
+
+    The fastest base that is itself at equal quality with the best of the bases (so extra steps
+    that buy no measured quality do not inflate the ratio); if none is, the base that is best on
+    most criteria (ties: the slower, which had more steps).
+    """
+    equal = [b for b in bases if not equal_quality(bases[b], bases, tolerance)]
+    if equal:
+        return min(equal, key=lambda b: seconds[b])
+
+    def wins(b: str) -> int:
+        return sum(
+            (bases[b][m] == (max if good == "higher" else min)(v[m] for v in bases.values())) for m, good in CRITERIA.items()
+        )
+
+    return max(bases, key=lambda b: (wins(b), seconds[b]))
+
+
+def verdict_lines(means: dict[str, dict[str, float]], seconds: dict[str, float], bases: tuple[str, ...] = BASES,
+                  control: str = NEGATIVE_CONTROL, tolerance: float = TOLERANCE) -> list[str]:
+    """The decision lines; the last is the headline (a ratio measured here, or "none within 5 %")."""
+    base_means = {b: means[b] for b in bases}
+    ref = reference_base(base_means, seconds, tolerance)
+    lines, passing = [], {}
+    for name in means:
+        if name in bases:
+            continue
+        failures = equal_quality(means[name], base_means, tolerance)
+        tag = " (negative control)" if name == control else ""
+        if failures:
+            lines += [f"not_equal_quality mini {name}{tag}: {m} {v:.4f} vs {'>=' if CRITERIA[m] == 'higher' else '<='} {b:.4f}" for m, v, b in failures]
+            continue
+        ratio = seconds[ref] / seconds[name]
+        lines.append(f"speedup_equal_quality mini {name}{tag}: {ratio:.1f}x (vs {ref}: {seconds[ref]:.2f} s / {seconds[name]:.2f} s)")
+        if name == control:
+            lines.append(f"WARNING: the negative control {control} passed: the criterion did not discriminate")
+        else:
+            passing[name] = ratio
+    if passing:
+        best = max(passing, key=lambda n: passing[n])
+        lines.append(f"speedup_equal_quality mini: {passing[best]:.1f}x ({best}, vs {ref})")
+    else:
+        lines.append(f"speedup_equal_quality mini: none within {tolerance * 100:.0f} %")
+    return lines
+
+
+def speech_stretches(count: int, seconds: float, media: Path) -> tuple[list[np.ndarray], str]:
+    """`count` different stretches of the held-out speech, `seconds` each (16 kHz).
+
+    The held-out recordings (HELD_OUT_SPEECH) hold only ~20 s together, so at 20 s a stretch is a
+    rotation of the whole: stretch k starts k/count of the way in and wraps around. (Plain cuts
+    from a looped copy, as miniature_fast_quality.py takes them, give every face the same 20 s.)
+    Without the shared media: held-out babble.
+    """
+    from soul.media.audio import load_audio
+    from soul.miniature.speech import synthesize_babble
+    from soul.miniature.speech_pool import HELD_OUT_SPEECH
+
+    n = int(round(seconds * 16_000))
+    joined = [load_audio(media / f, 16_000).samples for f in HELD_OUT_SPEECH if (media / f).is_file()]
+    if not joined:
+        return [synthesize_babble(seconds, 16_000, seed=QUALITY_FACE_SEED + 500 + k) for k in range(count)], "babble"
+    speech = np.concatenate(joined).astype(np.float32)
+    total = speech.shape[0]
+    looped = np.resize(speech, total + n)
+    starts = [(k * total) // count for k in range(count)]
+    return [looped[s : s + n].copy() for s in starts], "+".join(HELD_OUT_SPEECH)
+
+
+def score_video(video: Path, face: Any, portrait: np.ndarray, audio: np.ndarray, seed: int) -> dict[str, float]:
+    """The MP4 read back and scored (as soul.cli.demo.score_demo does)."""
+    from soul.bench.metrics import clip_from_frames, flicker
+    from soul.media.video import read_video
+    from soul.miniature.drift import distance_to_portrait, drift_curves
+    from soul.miniature.lipsync import score_lipsync, score_mismatched
+
+    reader = read_video(video)
+    frames = reader.read_all()
+    fps = float(reader.fps)
+    length = frames.shape[0] / fps
+    window = 10.0 if length >= 20.0 else max(0.5, length / 2)  # last window vs first: 10 s halves at 20 s
+    curves = drift_curves(frames, face, fps, window_seconds=window)
+    portrait_scores = distance_to_portrait(frames, face, portrait)
+    return {
+        "lipsync_r": score_lipsync(frames, face, audio, fps, skip_frames=1).r,
+        "lipsync_r_mismatched": score_mismatched(frames, face, fps, seed=seed, skip_frames=1),
+        "identity_distance": portrait_scores["identity_distance"],
+        "colour_difference": portrait_scores["colour_difference"],
+        "identity_drift": curves["identity_end"],
+        "colour_drift": curves["colour_end"],
+        "flicker": float(flicker(clip_from_frames(list(frames), fps))["flicker"]),
+    }
+
+
+def quality_section(faces: int, seconds: float, out: Path, media: Path = SHARED_MEDIA, configs: list[QualityConfig] | None = None) -> list[str]:
+    """Generate every configuration on the same held-out faces and speech, time and score it; print the table.
+
+    Returns the verdict lines (also printed). Each preset's model is loaded once and warmed up by
+    a 1 s generation before anything is timed; the timed call is `run_generate` (inputs, encoders,
+    chunks, decode, MP4 writing), the model load is not in it.
+    """
+    import soundfile as sf
+
+    from soul.jobs.generate import build_request, load_pipeline, run_generate, warm_pipelines
+    from soul.miniature.portrait import draw_face, random_face
+
+    configs = configs or quality_configs()
+    out.mkdir(parents=True, exist_ok=True)
+    tracks, source = speech_stretches(faces + 1, seconds, media)  # one extra stretch: face N-1's wrong audio
+    people = [random_face(QUALITY_FACE_SEED + i) for i in range(faces)]
+    portraits, speech = [], []
+    for i, face in enumerate(people):
+        portraits.append(out / f"face{i}.png")
+        draw_face(face, 512).save(portraits[-1])
+    for k, track in enumerate(tracks):
+        speech.append(out / f"speech{k}.wav")
+        sf.write(speech[-1], track, 16_000)
+    print(f"\n[mini --quality] {faces} held-out faces (random_face({QUALITY_FACE_SEED} + i)), {seconds:g} s of held-out speech each "
+          f"({source}, a different stretch per face); torch threads {torch.get_num_threads()}")
+    for c in configs:
+        print(f"  {c.name:16s} {c.note}")
+    rows: dict[str, list[dict[str, float]]] = {c.name: [] for c in configs}
+    stages: dict[str, list[dict[str, float]]] = {c.name: [] for c in configs}
+    with warm_pipelines():
+        for preset in dict.fromkeys(c.preset for c in configs):  # one model in memory at a time: preset by preset
+            mine = [c for c in configs if c.preset == preset]
+            warm = {"image": portraits[0], "audio": [speech[0]], "preset": preset, "prompt": QUALITY_PROMPT, "resume": False}
+            t0 = time.perf_counter()
+            from soul.config import load_preset
+
+            pipe, _ = load_pipeline(build_request(output=out / "warm.mp4", **warm), load_preset(preset))
+            load = time.perf_counter() - t0
+            short = out / "warm-speech.wav"
+            sf.write(short, tracks[0][:16_000], 16_000)
+            for vae in dict.fromkeys(c.overrides.get("vae") for c in mine):  # warm-up: first-call paths of each decoder
+                run_generate(build_request(output=out / "warm.mp4", **{**warm, "audio": [short]}, vae=vae))
+            timer = StageTimer(pipe)
+            print(f"  model {preset}: loaded in {load:.2f} s (not timed below); warmed up")
+            for c in mine:
+                for i, face in enumerate(people):
+                    drive = speech[i + 1] if c.wrong_audio else speech[i]
+                    video = out / f"{c.name}-{i}.mp4"
+                    request = build_request(image=portraits[i], audio=[drive], output=video, preset=preset, seed=i, prompt=QUALITY_PROMPT,
+                                            resume=False, **c.overrides)
+                    timer.reset()
+                    t0 = time.perf_counter()
+                    result = run_generate(request)
+                    took = time.perf_counter() - t0
+                    split = {k: timer.seconds.get(k, 0.0) for k in ("text", "audio", "transformer", "vae")}
+                    stages[c.name].append({"total": took, **split, "other": took - sum(split.values())})
+                    small = np.asarray(draw_face(face, result.width))
+                    rows[c.name].append(score_video(video, face, small, tracks[i], seed=i))
+                    print(f"    {c.name} face {i}: {took:.2f} s ({len(result.info['sigmas']) - 1} steps x {result.info['passes_per_step']} passes, "
+                          f"vae {result.info['vae']}); " + ", ".join(f"{k} {v:.4f}" for k, v in rows[c.name][-1].items()), flush=True)
+    means = {n: {m: float(np.mean([r[m] for r in rs])) for m in REPORTED} for n, rs in rows.items()}
+    timing = {n: {k: float(np.mean([s[k] for s in ss])) for k in ("total", "text", "audio", "transformer", "vae", "other")} for n, ss in stages.items()}
+    print_quality_table(rows, means, timing, faces, seconds)
+    lines = verdict_lines(means, {n: t["total"] for n, t in timing.items()})
+    print()
+    for line in lines:
+        print(line)
+    (out / "speed_quality.json").write_text(json.dumps({"faces": faces, "seconds": seconds, "speech": source, "face_seed": QUALITY_FACE_SEED,
+                                                         "rows": rows, "stages": stages, "means": means, "timing": timing, "verdict": lines}, indent=1) + "\n")
+    return lines
+
+
+def print_quality_table(rows: dict[str, list[dict[str, float]]], means: dict[str, dict[str, float]], timing: dict[str, dict[str, float]],
+                        faces: int, seconds: float) -> None:
+    names = list(means)
+    print(f"\n  seconds per {seconds:g} s video (mean of {faces} faces; warm model, generation call only)")
+    print("  " + f"{'stage':24s}" + "".join(f"{n:>17s}" for n in names))
+    for k in ("total", "text", "audio", "transformer", "vae", "other"):
+        print("  " + f"{k:24s}" + "".join(f"{timing[n][k]:17.3f}" for n in names))
+    print(f"\n  quality (mean of {faces} faces; * = criterion, within 5 % of the best base in its bad direction)")
+    labels = {"lipsync_r": "lip sync r (own audio) *", "lipsync_r_mismatched": "lip sync r, chance", "identity_distance": "identity dist. *",
+              "colour_drift": "colour drift dE *", "flicker": "flicker *", "colour_difference": "colour diff. dE", "identity_drift": "identity drift"}
+    print("  " + f"{'measure':24s}" + "".join(f"{n:>17s}" for n in names))
+    for m in REPORTED:
+        print("  " + f"{labels[m]:24s}" + "".join(f"{means[n][m]:17.4f}" for n in names))
+    print("  per face (lip sync r | identity dist. | colour drift dE | flicker):")
+    for n in names:
+        parts = [" ".join(f"{r[m]:.4f}" for r in rows[n]) for m in ("lipsync_r", "identity_distance", "colour_drift", "flicker")]
+        print(f"    {n:16s} " + " | ".join(parts))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=CONFIGS)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--decoder-repeats", type=int, default=3)
+    parser.add_argument("--quality", action=argparse.BooleanOptionalAction, default=True,
+                        help="with mini: the equal-quality section (shipped weights, held-out faces and speech); --no-quality skips it")
+    parser.add_argument("--timing", action=argparse.BooleanOptionalAction, default=True, help="the timing section (--no-timing: quality only)")
+    parser.add_argument("--faces", type=int, default=4, help="--quality: held-out faces")
+    parser.add_argument("--seconds", type=float, default=20.0, help="--quality: seconds of speech (and video) per face")
+    parser.add_argument("--out", type=Path, default=Path("runs/speed-quality"), help="--quality: where the MP4s and speed_quality.json go")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"Soul speed benchmark: speed depends on model sizes, not weight values; torch threads {args.threads}")
     speedups = {}
-    for name in args.configs:
+    for name in args.configs if args.timing else []:
         pipe, weights = build(name)
         timer = StageTimer(pipe)
         data = inputs(pipe)
@@ -205,6 +486,15 @@ def main(argv: list[str] | None = None) -> None:
     print()
     for name, ratio in speedups.items():
         print(f"timing_ratio {name} (50-step three-pass base / fast; timing only, not at equal quality: docs/speed.md): {ratio:.1f}x")
+    if args.quality and "mini" in args.configs:
+        from soul.models.shipped import has_shipped_weights
+
+        if not (has_shipped_weights("mini") and has_shipped_weights("mini-fast")):
+            print("\nspeedup_equal_quality mini: not measured (shipped mini / mini-fast weights not installed)")
+            return
+        t0 = time.perf_counter()
+        quality_section(args.faces, args.seconds, args.out)
+        print(f"(quality section: {time.perf_counter() - t0:.0f} s)")
 
 
 if __name__ == "__main__":

@@ -102,11 +102,9 @@ def demo(
         "face_seed": face_seed,
         "face": face.as_dict(),
         "weights": weights,
-        "note": "; ".join(n for n in (note, *result.info["warnings"]) if n),
+        "note": _notes(note, result.info["warnings"]),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_jsonable))
-    if json_out:
-        typer.echo(json.dumps(summary, indent=2, default=_jsonable))
+    if _save_summary(out, summary, json_out):
         return
     typer.echo(f"portrait: {portrait}\naudio:    {speech}\nvideo:    {result.output} ({result.num_frames} frames, {result.duration:.2f} s, {result.seconds:.1f} s to make)")
     typer.echo(
@@ -171,11 +169,9 @@ def _demo_group(people: int, audio: list[Path], seconds: float | None, seed: int
         "group_seed": group_seed,
         "faces": [face.as_dict() for face in group.faces],
         "weights": result.info.get("weights", preset),
-        "note": "; ".join(n for n in (note, *result.info["warnings"]) if n),
+        "note": _notes(note, result.info["warnings"]),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_jsonable))
-    if json_out:
-        typer.echo(json.dumps(summary, indent=2, default=_jsonable))
+    if _save_summary(out, summary, json_out):
         return
     typer.echo(f"portrait: {portrait}\nvideo:    {result.output} ({result.num_frames} frames, {result.duration:.2f} s, {result.seconds:.1f} s to make)")
     for person in scores["people"]:
@@ -261,6 +257,19 @@ def score_demo(video_path: Path, face: object, speech: Path, seed: int) -> dict:
         "drift": drift_curves(frames, face, fps, window_seconds=window),
         "flicker": round(flicker(clip_from_frames(list(frames), fps))["flicker"], 4),
     }
+
+
+def _notes(note: str, warnings: list[str]) -> str:
+    return "; ".join(n for n in (note, *warnings) if n)
+
+
+def _save_summary(out: Path, summary: dict, json_out: bool) -> bool:
+    """Write summary.json; with --json also print it (True: the caller prints nothing else)."""
+    text = json.dumps(summary, indent=2, default=_jsonable)
+    (out / "summary.json").write_text(text)
+    if json_out:
+        typer.echo(text)
+    return json_out
 
 
 def _jsonable(value: object) -> object:
