@@ -370,6 +370,7 @@ def quality_section(faces: int, seconds: float, out: Path, media: Path = SHARED_
     from soul.jobs.generate import build_request, load_pipeline, run_generate, warm_pipelines
     from soul.miniature.portrait import draw_face, random_face
 
+    started = time.perf_counter()
     configs = configs or quality_configs()
     out.mkdir(parents=True, exist_ok=True)
     tracks, source = speech_stretches(faces + 1, seconds, media)  # one extra stretch: face N-1's wrong audio
@@ -422,7 +423,7 @@ def quality_section(faces: int, seconds: float, out: Path, media: Path = SHARED_
     timing = {n: {k: float(np.mean([s[k] for s in ss])) for k in ("total", "text", "audio", "transformer", "vae", "other")} for n, ss in stages.items()}
     print_quality_table(rows, means, timing, faces, seconds)
     lines = verdict_lines(means, {n: t["total"] for n, t in timing.items()})
-    print()
+    print(f"\n  quality section: {time.perf_counter() - started:.0f} s in all (model loads, warm-up, generation, scoring)")
     for line in lines:
         print(line)
     (out / "speed_quality.json").write_text(json.dumps({"faces": faces, "seconds": seconds, "speech": source, "face_seed": QUALITY_FACE_SEED,
@@ -492,9 +493,7 @@ def main(argv: list[str] | None = None) -> None:
         if not (has_shipped_weights("mini") and has_shipped_weights("mini-fast")):
             print("\nspeedup_equal_quality mini: not measured (shipped mini / mini-fast weights not installed)")
             return
-        t0 = time.perf_counter()
         quality_section(args.faces, args.seconds, args.out)
-        print(f"(quality section: {time.perf_counter() - t0:.0f} s)")
 
 
 if __name__ == "__main__":

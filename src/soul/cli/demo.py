@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from soul.cli.app import app, state
+
+if TYPE_CHECKING:  # torch-free start-up: the CLI imports these only when a command runs
+    import numpy as np
+
+    from soul.miniature.group import DrawnGroup
 
 MINI_MISSING_NOTE = "the trained miniature weights are not installed (docs/miniature.md), so the demo uses the tiny preset"
 DEFAULT_SECONDS = 20.0
@@ -183,12 +189,12 @@ def _demo_group(people: int, audio: list[Path], seconds: float | None, seed: int
             f"person {person['person']}: r = {person['lipsync_r']:.2f} with their own voice, r = {cross} with the others' "
             f"(chance {person['lipsync_r_mismatched']:.2f}{drawn})"
         )
-    typer.echo(f"binding: every own r >= every cross r: {scores['binds']} (lowest own {scores['lipsync_r_min']:.2f}, highest cross {scores['lipsync_r_cross_max']:.2f})")
+    typer.echo(f"binding: every own r > every cross r: {scores['binds']} (lowest own {scores['lipsync_r_min']:.2f}, highest cross {scores['lipsync_r_cross_max']:.2f})")
     if note:
         typer.echo(note)
 
 
-def score_group_demo(video_path: Path, group: object, voices: list, seed: int, truth: bool = False) -> dict:
+def score_group_demo(video_path: Path, group: DrawnGroup, voices: list[np.ndarray], seed: int, truth: bool = False) -> dict:
     """Per person, read back from the MP4: the mouth in their own slot against their own voice
     (`lipsync_r`), against every other person's voice (`lipsync_r_cross`: ~chance when each person
     follows only their own voice) and against unrelated voices of the same kind (the chance level).
@@ -199,10 +205,9 @@ def score_group_demo(video_path: Path, group: object, voices: list, seed: int, t
     import numpy as np
 
     from soul.media.video import read_video
-    from soul.miniature.group import DrawnGroup, unrelated_voices
+    from soul.miniature.group import unrelated_voices
     from soul.miniature.lipsync import score_lipsync
 
-    assert isinstance(group, DrawnGroup)
     reader = read_video(video_path)
     frames = reader.read_all()
     fps = float(reader.fps)
