@@ -17,11 +17,41 @@ Configs:
 Speed depends on model sizes, not on weight values: `mini` runs on the shipped `mini-fast`
 weights when installed (its light decoder's shipped widths), the others on random weights; each
 block names its weights. Per-stage seconds come from wrappers around the pipeline's own stage methods (VAE counts
-the portrait encode plus the decode). Last lines: `timing_ratio <config> ...: <ratio>x` (timing only: this base is
-not a preset's own sampling, so the ratio is not a speed-up at equal quality; docs/speed.md). Run:
+the portrait encode plus the decode). Then `timing_ratio <config> ...: <ratio>x` (timing only: this base is
+not a preset's own sampling, so the ratio is not a speed-up at equal quality; docs/speed.md).
 
-    .venv/bin/python benchmarks/speed.py            # all configs
+`--quality` (on by default when `mini` is among the configs): the speed-up at equal *measured*
+quality, in the same run, on the shipped `mini` and `mini-fast` weights through the real generation
+path (`run_generate`: chunks, motion prefix, codebook, MP4 written and read back). N held-out drawn
+faces (`--faces`, default 4; face seeds 1_000_200 + i, clear of every seed a stopping decision used)
+each driven by a different stretch of held-out real speech (`--seconds`, default 20), the same
+inputs for every configuration:
+
+- `base`: the mini preset's own sampling (20 Euler steps, audio guidance 2 = 2 passes, full decoder);
+- `base-50`: the same at 50 steps;
+- `fast`: the mini-fast preset as shipped (4 distilled x0 steps, one pass, light decoder);
+- `fast-full`: mini-fast with the full decoder; `fast-2` / `fast-1`: mini-fast weights at sigmas
+  [1.0, 0.5] / [1.0], light decoder;
+- `fast-wrong-audio`: the NEGATIVE CONTROL, `fast` driven by another face's speech and scored against
+  the face's own: it must come out "not equal quality" (its lip sync is at chance), showing the
+  criterion can fail.
+
+Each model is loaded once and warmed up; the generation calls are timed (per stage: text, audio,
+transformer, vae = portrait encode + decode, other = input decoding, codebook, MP4 writing). Quality
+per face: lip-sync r with its own audio (criterion) and the chance level (reported), identity distance
+to the portrait (criterion), colour drift of the last 10 s against the first 10 s (criterion), flicker
+(criterion), colour difference to the portrait and identity drift (reported). A configuration is at
+equal quality if every criterion is within 5 % of the best base (base or base-50, per measure) in
+its bad direction; the speed-up is against the reference base (`reference_base`: the fastest base
+that is itself within 5 % of the best, else the best on most criteria). Last lines:
+`speedup_equal_quality mini <config>: <ratio>x` or `not_equal_quality mini <config>: <measure> ...`,
+and finally `speedup_equal_quality mini: <X>x (<config>, vs <base>)` for the fastest passing config
+or `speedup_equal_quality mini: none within 5 %`. About 4 minutes at the defaults on one thread.
+Run:
+
+    .venv/bin/python benchmarks/speed.py            # all configs, then --quality for mini
     .venv/bin/python benchmarks/speed.py --configs tiny
+    .venv/bin/python benchmarks/speed.py --configs mini --no-timing --faces 1 --seconds 2   # quick quality check
 """
 
 from __future__ import annotations
@@ -287,7 +317,11 @@ def verdict_lines(means: dict[str, dict[str, float]], seconds: dict[str, float],
     """The decision lines; the last is the headline (a ratio measured here, or "none within 5 %")."""
     base_means = {b: means[b] for b in bases}
     ref = reference_base(base_means, seconds, tolerance)
-    lines, passing = [], {}
+    why = "; ".join(
+        f"{b} {'at equal quality' if not fails else 'fails ' + ', '.join(f'{m} {v:.4f} vs {bound:.4f}' for m, v, bound in fails)}"
+        for b, fails in ((b, equal_quality(base_means[b], base_means, tolerance)) for b in bases)
+    )
+    lines, passing = [f"reference_base mini: {ref} ({seconds[ref]:.2f} s; against the best of the bases: {why})"], {}
     for name in means:
         if name in bases:
             continue
@@ -297,7 +331,8 @@ def verdict_lines(means: dict[str, dict[str, float]], seconds: dict[str, float],
             lines += [f"not_equal_quality mini {name}{tag}: {m} {v:.4f} vs {'>=' if CRITERIA[m] == 'higher' else '<='} {b:.4f}" for m, v, b in failures]
             continue
         ratio = seconds[ref] / seconds[name]
-        lines.append(f"speedup_equal_quality mini {name}{tag}: {ratio:.1f}x (vs {ref}: {seconds[ref]:.2f} s / {seconds[name]:.2f} s)")
+        others = "".join(f"; vs {b} {seconds[b] / seconds[name]:.1f}x" for b in bases if b != ref)
+        lines.append(f"speedup_equal_quality mini {name}{tag}: {ratio:.1f}x (vs {ref}: {seconds[ref]:.2f} s / {seconds[name]:.2f} s{others})")
         if name == control:
             lines.append(f"WARNING: the negative control {control} passed: the criterion did not discriminate")
         else:
@@ -323,14 +358,15 @@ def speech_stretches(count: int, seconds: float, media: Path) -> tuple[list[np.n
     from soul.miniature.speech_pool import HELD_OUT_SPEECH
 
     n = int(round(seconds * 16_000))
-    joined = [load_audio(media / f, 16_000).samples for f in HELD_OUT_SPEECH if (media / f).is_file()]
+    found = [f for f in HELD_OUT_SPEECH if (media / f).is_file()]
+    joined = [load_audio(media / f, 16_000).samples for f in found]
     if not joined:
         return [synthesize_babble(seconds, 16_000, seed=QUALITY_FACE_SEED + 500 + k) for k in range(count)], "babble"
     speech = np.concatenate(joined).astype(np.float32)
     total = speech.shape[0]
     looped = np.resize(speech, total + n)
     starts = [(k * total) // count for k in range(count)]
-    return [looped[s : s + n].copy() for s in starts], "+".join(HELD_OUT_SPEECH)
+    return [looped[s : s + n].copy() for s in starts], f"{'+'.join(found)}, {total / 16_000:.1f} s"
 
 
 def score_video(video: Path, face: Any, portrait: np.ndarray, audio: np.ndarray, seed: int) -> dict[str, float]:
@@ -393,8 +429,6 @@ def quality_section(faces: int, seconds: float, out: Path, media: Path = SHARED_
             mine = [c for c in configs if c.preset == preset]
             warm = {"image": portraits[0], "audio": [speech[0]], "preset": preset, "prompt": QUALITY_PROMPT, "resume": False}
             t0 = time.perf_counter()
-            from soul.config import load_preset
-
             pipe, _ = load_pipeline(build_request(output=out / "warm.mp4", **warm), load_preset(preset))
             load = time.perf_counter() - t0
             short = out / "warm-speech.wav"

@@ -1,0 +1,94 @@
+"""benchmarks/speed.py --quality: the equal-quality decision on synthetic numbers (it must be able to fail)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "speed.py"
+
+
+@pytest.fixture(scope="module")
+def speed():
+    spec = importlib.util.spec_from_file_location("soul_bench_speed", PATH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def measures(r: float = 0.80, identity: float = 0.040, colour: float = 1.00, flicker: float = 0.40) -> dict[str, float]:
+    return {"lipsync_r": r, "lipsync_r_mismatched": 0.08, "identity_distance": identity, "colour_drift": colour, "flicker": flicker,
+            "colour_difference": 2.0, "identity_drift": 0.01}
+
+
+BASES = {"base": measures(r=0.78, identity=0.041), "base-50": measures(r=0.80, identity=0.040, colour=1.05)}
+SECONDS = {"base": 10.0, "base-50": 25.0, "fast": 1.0, "slow-fast": 5.0, "bad": 0.5}
+
+
+def test_bounds_are_five_percent_of_the_best_base_per_measure(speed) -> None:
+    # best r 0.80 (base-50) -> bound 0.76; best identity 0.040 -> 0.042; best colour 1.00 (base) -> 1.05; flicker 0.40 -> 0.42
+    assert speed.equal_quality(measures(r=0.761, identity=0.0419, colour=1.049, flicker=0.419), BASES) == []
+    fails = speed.equal_quality(measures(r=0.759, identity=0.0421, colour=1.051, flicker=0.421), BASES)
+    assert [f[0] for f in fails] == ["lipsync_r", "identity_distance", "colour_drift", "flicker"]
+    assert fails[0][2] == pytest.approx(0.76) and fails[1][2] == pytest.approx(0.042)
+    assert fails[2][2] == pytest.approx(1.05) and fails[3][2] == pytest.approx(0.42)
+    # better than every base is fine; the reported-only measures never fail
+    assert speed.equal_quality({**measures(r=0.9, identity=0.01), "lipsync_r_mismatched": 0.9, "identity_drift": 1.0}, BASES) == []
+    assert speed.equal_quality(measures(r=float("nan")), BASES)[0][0] == "lipsync_r"
+
+
+def test_reference_base_does_not_pay_for_steps_that_buy_nothing(speed) -> None:
+    # base is within 5 % of base-50 everywhere: the cheaper base is the reference
+    assert speed.reference_base(BASES, SECONDS) == "base"
+    # base clearly worse on lip sync: base-50 is the reference
+    worse = {"base": measures(r=0.60), "base-50": measures(r=0.80)}
+    assert speed.reference_base(worse, SECONDS) == "base-50"
+
+
+def test_verdict_lines_pass_fail_and_headline(speed) -> None:
+    means = {**BASES, "fast": measures(r=0.79), "slow-fast": measures(), "bad": measures(r=0.10, flicker=0.9)}
+    lines = speed.verdict_lines(means, SECONDS, control="bad")
+    assert "speedup_equal_quality mini fast: 10.0x (vs base: 10.00 s / 1.00 s; vs base-50 25.0x)" in lines
+    assert "speedup_equal_quality mini slow-fast: 2.0x (vs base: 10.00 s / 5.00 s; vs base-50 5.0x)" in lines
+    assert "not_equal_quality mini bad (negative control): lipsync_r 0.1000 vs >= 0.7600" in lines
+    assert "not_equal_quality mini bad (negative control): flicker 0.9000 vs <= 0.4200" in lines
+    assert lines[0].startswith("reference_base mini: base (10.00 s; against the best of the bases: base at equal quality; base-50 at equal quality)")
+    assert lines[-1] == "speedup_equal_quality mini: 10.0x (fast, vs base)"
+    # a negative control that passes is flagged and never becomes the headline
+    lines = speed.verdict_lines({**BASES, "bad": measures()}, SECONDS, control="bad")
+    assert any(line.startswith("WARNING: the negative control bad passed") for line in lines)
+    assert lines[-1] == "speedup_equal_quality mini: none within 5 %"
+
+
+def test_nothing_passes_gives_none(speed) -> None:
+    means = {**BASES, "fast": measures(identity=0.05), "fast-1": measures(r=0.5)}
+    lines = speed.verdict_lines(means, SECONDS)
+    assert lines[-1] == "speedup_equal_quality mini: none within 5 %"
+    assert not any(line.startswith("speedup_equal_quality mini fast") for line in lines)
+
+
+def test_speech_stretches_differ_per_face(speed, tmp_path) -> None:
+    tracks, source = speed.speech_stretches(3, 0.5, tmp_path)  # no media here: held-out babble
+    assert source == "babble" and len(tracks) == 3 and all(t.shape == (8000,) for t in tracks)
+    assert not np.allclose(tracks[0], tracks[1])
+    media = tmp_path / "media"
+    (media / "audio").mkdir(parents=True)
+    import soundfile as sf
+
+    sf.write(media / "audio" / "hallo_3.wav", np.sin(np.arange(16_000) / 7.0).astype(np.float32) * np.linspace(0, 1, 16_000, dtype=np.float32), 16_000)
+    tracks, source = speed.speech_stretches(4, 1.0, media)  # one second of speech, 1 s stretches: rotations
+    assert source.startswith("audio/hallo_3.wav") and all(t.shape == (16_000,) for t in tracks)
+    assert all(not np.allclose(tracks[i], tracks[j]) for i in range(4) for j in range(i))
+
+
+def test_face_seeds_are_held_out_and_clear_of_decision_seeds(speed) -> None:
+    from soul.miniature.portrait import HELD_OUT_SEED
+
+    assert speed.QUALITY_FACE_SEED >= HELD_OUT_SEED + 100  # the eval / demo benchmarks use HELD_OUT_SEED + 0..~80
+    names = [c.name for c in speed.quality_configs()]
+    assert names[:2] == ["base", "base-50"] and speed.NEGATIVE_CONTROL in names
