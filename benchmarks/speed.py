@@ -252,17 +252,19 @@ class QualityConfig:
     overrides: dict[str, Any]
     note: str
     wrong_audio: bool = False
+    checkpoint: str | None = None  # a pipeline directory instead of the preset's shipped weights
 
 
-def quality_configs() -> list[QualityConfig]:
+def quality_configs(fast_checkpoint: str | None = None) -> list[QualityConfig]:
     """base / base-50 on `mini`, the fast variants on `mini-fast`, and the negative control.
 
     base-50 keeps everything of the mini preset but the step count (its Euler sampler takes any
     count; 50 shifted steps, the same two-pass audio guidance at 2.0, full decoder). fast-2 and
     fast-1 give the x0-renoise sampler explicit levels; `check_sigmas` appends the final 0, so
-    [1.0] is one x0 prediction from pure noise.
+    [1.0] is one x0 prediction from pure noise. ``fast_checkpoint`` (a candidate student or light
+    decoder, e.g. a `soul distill steps` export) replaces mini-fast's shipped weights in every fast row.
     """
-    return [
+    configs = [
         QualityConfig("base", "mini", {}, "mini preset as shipped (soul generate --preset mini)"),
         QualityConfig("base-50", "mini", {"steps": 50}, "mini, 50 steps, same sampler and guidance"),
         QualityConfig("fast", "mini-fast", {}, "mini-fast preset as shipped"),
@@ -271,6 +273,10 @@ def quality_configs() -> list[QualityConfig]:
         QualityConfig("fast-1", "mini-fast", {"sigmas": [1.0]}, "mini-fast weights, x0 at sigma [1.0]"),
         QualityConfig(NEGATIVE_CONTROL, "mini-fast", {}, "NEGATIVE CONTROL: mini-fast driven by another face's speech, scored against its own", wrong_audio=True),
     ]
+    if fast_checkpoint is None:
+        return configs
+    return [QualityConfig(c.name, c.preset, c.overrides, f"{c.note} [weights {fast_checkpoint}]", c.wrong_audio, fast_checkpoint) if c.preset == "mini-fast" else c
+            for c in configs]
 
 
 def equal_quality(config: dict[str, float], bases: dict[str, dict[str, float]], tolerance: float = TOLERANCE) -> list[tuple[str, float, float]]:
@@ -425,9 +431,9 @@ def quality_section(faces: int, seconds: float, out: Path, media: Path = SHARED_
     rows: dict[str, list[dict[str, float]]] = {c.name: [] for c in configs}
     stages: dict[str, list[dict[str, float]]] = {c.name: [] for c in configs}
     with warm_pipelines():
-        for preset in dict.fromkeys(c.preset for c in configs):  # one model in memory at a time: preset by preset
-            mine = [c for c in configs if c.preset == preset]
-            warm = {"image": portraits[0], "audio": [speech[0]], "preset": preset, "prompt": QUALITY_PROMPT, "resume": False}
+        for preset, checkpoint in dict.fromkeys((c.preset, c.checkpoint) for c in configs):  # one model in memory at a time
+            mine = [c for c in configs if (c.preset, c.checkpoint) == (preset, checkpoint)]
+            warm = {"image": portraits[0], "audio": [speech[0]], "preset": preset, "checkpoint": checkpoint, "prompt": QUALITY_PROMPT, "resume": False}
             t0 = time.perf_counter()
             pipe, _ = load_pipeline(build_request(output=out / "warm.mp4", **warm), load_preset(preset))
             load = time.perf_counter() - t0
@@ -441,8 +447,8 @@ def quality_section(faces: int, seconds: float, out: Path, media: Path = SHARED_
                 for i, face in enumerate(people):
                     drive = speech[i + 1] if c.wrong_audio else speech[i]
                     video = out / f"{c.name}-{i}.mp4"
-                    request = build_request(image=portraits[i], audio=[drive], output=video, preset=preset, seed=i, prompt=QUALITY_PROMPT,
-                                            resume=False, **c.overrides)
+                    request = build_request(image=portraits[i], audio=[drive], output=video, preset=preset, checkpoint=checkpoint, seed=i,
+                                            prompt=QUALITY_PROMPT, resume=False, **c.overrides)
                     timer.reset()
                     t0 = time.perf_counter()
                     result = run_generate(request)
@@ -495,6 +501,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--faces", type=int, default=4, help="--quality: held-out faces")
     parser.add_argument("--seconds", type=float, default=20.0, help="--quality: seconds of speech (and video) per face")
     parser.add_argument("--out", type=Path, default=Path("runs/speed-quality"), help="--quality: where the MP4s and speed_quality.json go")
+    parser.add_argument("--fast-checkpoint", default=None,
+                        help="--quality: a candidate pipeline directory (a distilled student, a new light decoder) in place of the shipped mini-fast")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"Soul speed benchmark: speed depends on model sizes, not weight values; torch threads {args.threads}")
@@ -527,7 +535,7 @@ def main(argv: list[str] | None = None) -> None:
         if not (has_shipped_weights("mini") and has_shipped_weights("mini-fast")):
             print("\nspeedup_equal_quality mini: not measured (shipped mini / mini-fast weights not installed)")
             return
-        quality_section(args.faces, args.seconds, args.out)
+        quality_section(args.faces, args.seconds, args.out, configs=quality_configs(args.fast_checkpoint))
 
 
 if __name__ == "__main__":

@@ -169,6 +169,29 @@ def test_distilled_light_decoder_approaches_the_full_decoder(tmp_path: Path) -> 
     assert resumed.step == 30
 
 
+def test_continuing_with_the_temporal_loss_starts_from_the_given_decoder_and_reports_flicker(tmp_path: Path) -> None:
+    from soul.miniature.clips import draw_clip
+    from soul.training.distill_vae import DistillVAEConfig, VAEDistiller
+
+    base = dict(preset="tiny", num_clips=2, eval_clips=2, max_steps=2, checkpoint_every=15, lr=1e-3)
+    drawn = lambda seed: draw_clip(seed, 1.25, 16, 64).frames  # noqa: E731
+    first = VAEDistiller(DistillVAEConfig(**base, output=str(tmp_path / "a")), drawn)  # type: ignore[arg-type]
+    first.train()
+    cont = DistillVAEConfig(**base, output=str(tmp_path / "b"), init_light_vae=str(tmp_path / "a" / "light_vae"), temporal_weight=2.0)  # type: ignore[arg-type]
+    second = VAEDistiller(cont, drawn)
+    with torch.no_grad():  # starts from the first run's decoder, not from random weights
+        assert torch.equal(second.student.eval()(second.eval_latents), first.student.eval()(first.eval_latents))
+    report = second.evaluate()
+    assert report["eval_flicker"] >= 0 and report["eval_flicker_full"] >= 0
+    # the frame-difference term is in the loss: same batch, same weights, larger loss than without it
+    torch.manual_seed(0)
+    z, target = second.batch()
+    pred = second.student.decode_unclamped(z)
+    plain = torch.nn.functional.l1_loss(pred, target) + torch.nn.functional.mse_loss(pred, target)
+    second.batch = lambda: (z, target)  # type: ignore[method-assign]
+    assert second.train_step()["loss"] > float(plain.detach()) + 1e-6
+
+
 def test_one_psnr_for_the_light_decoder_and_the_miniature_vae() -> None:
     import math
 
