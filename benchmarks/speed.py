@@ -226,7 +226,7 @@ def params(module: torch.nn.Module) -> float:
 # Face seeds 1_000_200 + i: in the held-out range (>= HELD_OUT_SEED = 1_000_000, no training clip
 # was drawn from it) and disjoint from every seed a stopping or selection decision was taken on:
 # the mini VAE trainer's eval clips (HELD_OUT_SEED + 0..7), the lip-sync eval benchmark
-# (HELD_OUT_SEED + 0..3, babble HELD_OUT_SEED + 500..), miniature_fast_quality.py and
+# (HELD_OUT_SEED + 0..3, babble HELD_OUT_SEED + 500..), the former miniature_fast_quality.py and
 # miniature_drift.py (HELD_OUT_SEED + 0..), the demo's default seeds (HELD_OUT_SEED + seed) and
 # the serve smoke test (+77). The light decoder's held-out PSNR (the one its resumed training was
 # stopped on) used draw_clip seeds 5_000..5_007 (DistillVAEConfig seed 0: `seed * 10_000 + 5_000`),
@@ -356,7 +356,7 @@ def speech_stretches(count: int, seconds: float, media: Path) -> tuple[list[np.n
 
     The held-out recordings (HELD_OUT_SPEECH) hold only ~20 s together, so at 20 s a stretch is a
     rotation of the whole: stretch k starts k/count of the way in and wraps around. (Plain cuts
-    from a looped copy, as miniature_fast_quality.py takes them, give every face the same 20 s.)
+    from a looped copy, as the former miniature_fast_quality.py took them, give every face the same 20 s.)
     Without the shared media: held-out babble.
     """
     from soul.media.audio import load_audio
