@@ -376,27 +376,24 @@ def speech_stretches(count: int, seconds: float, media: Path) -> tuple[list[np.n
 
 
 def score_video(video: Path, face: Any, portrait: np.ndarray, audio: np.ndarray, seed: int) -> dict[str, float]:
-    """The MP4 read back and scored (as soul.cli.demo.score_demo does)."""
-    from soul.bench.metrics import clip_from_frames, flicker
+    """The MP4 read back and scored as `soul demo` scores it (`soul.miniature.scores`), plus the
+    distance to the portrait."""
     from soul.media.video import read_video
-    from soul.miniature.drift import distance_to_portrait, drift_curves
-    from soul.miniature.lipsync import score_lipsync, score_mismatched
+    from soul.miniature.drift import distance_to_portrait
+    from soul.miniature.scores import score_drawn_video
 
     reader = read_video(video)
     frames = reader.read_all()
-    fps = float(reader.fps)
-    length = frames.shape[0] / fps
-    window = 10.0 if length >= 20.0 else max(0.5, length / 2)  # last window vs first: 10 s halves at 20 s
-    curves = drift_curves(frames, face, fps, window_seconds=window)
+    scores = score_drawn_video(frames, float(reader.fps), face, audio, seed)
     portrait_scores = distance_to_portrait(frames, face, portrait)
     return {
-        "lipsync_r": score_lipsync(frames, face, audio, fps, skip_frames=1).r,
-        "lipsync_r_mismatched": score_mismatched(frames, face, fps, seed=seed, skip_frames=1),
+        "lipsync_r": scores["lipsync_r"],
+        "lipsync_r_mismatched": scores["lipsync_r_mismatched"],
         "identity_distance": portrait_scores["identity_distance"],
         "colour_difference": portrait_scores["colour_difference"],
-        "identity_drift": curves["identity_end"],
-        "colour_drift": curves["colour_end"],
-        "flicker": float(flicker(clip_from_frames(list(frames), fps))["flicker"]),
+        "identity_drift": scores["drift"]["identity_end"],
+        "colour_drift": scores["drift"]["colour_end"],
+        "flicker": scores["flicker"],
     }
 
 

@@ -241,27 +241,13 @@ def score_group_demo(video_path: Path, group: DrawnGroup, voices: list[np.ndarra
 
 def score_demo(video_path: Path, face: object, speech: Path, seed: int) -> dict:
     """The demo's scores, read back from the written MP4 as a user (or the benchmark) would see it."""
-    from soul.bench.metrics import clip_from_frames, flicker
     from soul.media.audio import MODEL_SAMPLE_RATE, load_audio
     from soul.media.video import read_video
-    from soul.miniature.drift import drift_curves
-    from soul.miniature.lipsync import score_lipsync, score_mismatched
+    from soul.miniature.scores import score_drawn_video
 
     reader = read_video(video_path)
-    frames = reader.read_all()
-    fps = float(reader.fps)
-    samples = load_audio(speech, MODEL_SAMPLE_RATE).samples
-    seconds = frames.shape[0] / fps
-    own = score_lipsync(frames, face, samples, fps, skip_frames=1)  # frame 0 is the portrait itself
-    mismatched = score_mismatched(frames, face, fps, seed=seed, skip_frames=1)  # other clips' audio
-    window = 10.0 if seconds >= 20.0 else max(1.0, seconds / 2)
-    return {
-        "lipsync_r": round(own.r, 4),
-        "lipsync_lag": own.lag,
-        "lipsync_r_mismatched": round(mismatched, 4),
-        "drift": drift_curves(frames, face, fps, window_seconds=window),
-        "flicker": round(flicker(clip_from_frames(list(frames), fps))["flicker"], 4),
-    }
+    scores = score_drawn_video(reader.read_all(), float(reader.fps), face, load_audio(speech, MODEL_SAMPLE_RATE).samples, seed)  # type: ignore[arg-type]
+    return {**scores, **{k: round(scores[k], 4) for k in ("lipsync_r", "lipsync_r_mismatched", "flicker")}}
 
 
 def _notes(note: str, warnings: list[str]) -> str:
