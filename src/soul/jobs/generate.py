@@ -224,6 +224,7 @@ def _run(
     from soul.config import load_preset
     from soul.jobs.resume import ResumeState, fingerprint, remove_stale_writer_files
     from soul.media.video import VideoWriter
+    from soul.media.writer_thread import BackgroundSink
     from soul.models.audio_encoder import video_frames_for_duration
     from soul.pipelines.long_video import generate_long_video
 
@@ -261,19 +262,29 @@ def _run(
         remove_stale_writer_files(request.output)
     store = state if runtime is None else runtime.share_store(state)
     with ExitStack() as writers:
-        sink = None
+        sink: BackgroundSink | None = None
+        chunk_done = on_chunk
         if writer:
             sinks = [writers.enter_context(VideoWriter(request.output, settings.fps, audio=inputs.mux_audio)).write]
             if preview is not None:  # a tee: the live preview gets every batch the MP4 gets, closed with it
                 sinks.append(writers.enter_context(VideoWriter(preview, settings.fps, audio=inputs.mux_audio, fragmented=True)).write)
 
-            def sink(frames: np.ndarray) -> None:
-                for write in sinks:
-                    write(frames)
+            def write(frames: np.ndarray) -> None:
+                for each in sinks:
+                    each(frames)
+
+            # Encoding overlaps the next chunk's sampling; entered after the writers, so it is
+            # closed (every frame written) before they are.
+            sink = writers.enter_context(BackgroundSink(write))
+            if on_chunk is not None:  # whoever hears "chunk done" may read its frames: write them first
+
+                def chunk_done(record: dict[str, Any], sink: BackgroundSink = sink) -> None:
+                    sink.drain()
+                    on_chunk(record)
 
         result = generate_long_video(
             pipe, conditions, inputs.model_audio, video_frames=video_frames,
-            settings=settings, seed=request.seed, sink=sink, state=store, progress=progress, on_chunk=on_chunk,
+            settings=settings, seed=request.seed, sink=sink, state=store, progress=progress, on_chunk=chunk_done,
         )
     if state is not None:
         state.remove()
