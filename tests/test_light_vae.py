@@ -192,6 +192,48 @@ def test_continuing_with_the_temporal_loss_starts_from_the_given_decoder_and_rep
     assert second.train_step()["loss"] > float(plain.detach()) + 1e-6
 
 
+def test_sampled_latents_join_the_pool_as_aligned_windows_and_the_low_frequency_loss_sees_brightness(tmp_path: Path) -> None:
+    """Windows cut from sampled sequences get the full decoder's frames of the same latents; a
+    brightness offset that alternates from frame to frame is what the low-frequency term charges."""
+    from soul.miniature.clips import draw_clip
+    from soul.training.distill_vae import DistillVAEConfig, VAEDistiller
+
+    calls: list[int] = []
+
+    def sampled(seed: int) -> torch.Tensor:
+        calls.append(seed)
+        return torch.randn(1, 48, 5, 4, 4, generator=torch.Generator().manual_seed(seed))
+
+    cfg = DistillVAEConfig(preset="tiny", num_clips=2, eval_clips=1, num_frames=9, sampled_frames=17, sampled_clips=3, sampled_eval_clips=2,
+                           sampled_fraction=0.5, lowfreq_weight=1.0, batch_size=4, max_steps=2, checkpoint_every=10, output=str(tmp_path / "run"))
+    drawn = lambda seed: draw_clip(seed, cfg.seconds, cfg.fps, cfg.size).frames  # noqa: E731
+    distiller = VAEDistiller(cfg, drawn, sampled=sampled)
+    assert calls == [2_000, 2_001, 2_002, 7_000, 7_001]  # training and held-out seeds apart from the clip pools
+    assert distiller.sampled is not None and distiller.sampled[1].shape[2] == 17
+    # windows: 3 latents = 9 frames; latent 0 -> frame 0, latent k >= 1 -> frames 4k-3 .. 4k, a window
+    # from latent s >= 1 starts at the last of latent s's frames
+    index_frames = torch.arange(17.0).view(1, 1, 17, 1, 1).expand(3, 3, 17, 2, 2)
+    latents = torch.arange(5.0).view(1, 1, 5, 1, 1).expand(3, 48, 5, 4, 4)
+    starts: set[int] = set()
+    for _ in range(40):
+        z, frames = distiller._window(latents, index_frames, 1)
+        s = int(z[0, 0, 0, 0, 0])
+        starts.add(s)
+        assert z.shape[2] == 3 and frames.shape[2] == 9
+        assert int(frames[0, 0, 0, 0, 0]) == (0 if s == 0 else 4 * s) and int(frames[0, 0, -1, 0, 0]) == 4 * (s + 2)
+    assert starts == {0, 1, 2}
+    z, target = distiller.batch()
+    assert z.shape[0] == 4 and z.shape[2] == 3 and target.shape[2] == 9
+    steady = torch.zeros(1, 3, 9, 16, 16)
+    alternating = steady + 0.02 * (torch.arange(9) % 2).view(1, 1, 9, 1, 1)
+    assert float(distiller._lowfreq(steady, steady)) == 0.0
+    assert float(distiller._lowfreq(alternating, steady)) > 0.02  # offset and its frame-to-frame change
+    report = distiller.evaluate()
+    assert {"eval_sampled_psnr_vs_full", "eval_sampled_flicker", "eval_sampled_flicker_full"} <= set(report)
+    with pytest.raises(ValueError, match="LatentSource"):
+        VAEDistiller(cfg, drawn)
+
+
 def test_one_psnr_for_the_light_decoder_and_the_miniature_vae() -> None:
     import math
 
