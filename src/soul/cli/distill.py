@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from soul.cli.app import app, state
+
+if TYPE_CHECKING:
+    import torch
 
 distill_app = typer.Typer(
     name="distill",
     help=(
         "Train the fast path's students from a YAML config (configs/distill/*.yaml): `vae` (light "
         "decoder imitating the full Wan decoder), `cfg` (one pass = the teacher's guided velocity), "
-        "`steps` (4-step x0-renoise student at t = 1000, 750, 500, 250). Generate with them via "
+        "`steps` (4-step x0-renoise student at t = 1000, 750, 500, 250), `dmd` (the same kind of "
+        "student by distribution matching, DMD2). Generate with them via "
         "SoulPipeline(..., vae='light', guidance=False, sampler='x0', sigmas=...)."
     ),
     no_args_is_help=True,
@@ -49,7 +54,8 @@ def vae_cmd(
     from soul.training.distill_vae import LIGHT_VAE_OUTPUT, DistillVAEConfig, VAEDistiller
 
     cfg = load_yaml_config(config, DistillVAEConfig, {"max_steps": max_steps, "output": str(output) if output else None}, example="configs/distill/tiny-vae.yaml")
-    distiller = VAEDistiller(cfg, lambda seed: draw_clip(seed, cfg.seconds, cfg.fps, cfg.size).frames, resume=resume)
+    sampled = _sampled_latents(cfg) if cfg.sampled_from else None
+    distiller = VAEDistiller(cfg, lambda seed: draw_clip(seed, cfg.seconds, cfg.fps, cfg.size).frames, resume=resume, sampled=sampled)
     with step_progress("distilling light VAE", enabled=not (state.quiet or json_out)) as progress:
         history = distiller.train(progress=progress)
     last = history[-1] if history else {}
@@ -63,14 +69,35 @@ def vae_cmd(
     _report(summary, json_out, f"light decoder at step {distiller.step} in {summary['output']} (loss {summary['first_loss']} -> {summary['last_loss']}, PSNR vs full {summary['eval_psnr_vs_full']})")
 
 
+def _sampled_latents(cfg: Any) -> Callable[[int], torch.Tensor]:
+    """The latents a pipeline samples for drawn faces of training seeds (``sampled_from``): the
+    face of ``draw_clip(seed)`` as the portrait, its babble as the voice, the preset's own sampling."""
+    import torch
+
+    from soul.miniature.clips import draw_clip
+    from soul.miniature.portrait import draw_face
+    from soul.pipelines.soul_pipeline import SoulPipeline
+
+    pipe = SoulPipeline.from_pretrained(cfg.sampled_from, preset=cfg.sampled_preset or cfg.preset, torch_dtype=torch.float32)
+    seconds = cfg.sampled_frames / cfg.fps
+
+    def sample(seed: int) -> torch.Tensor:
+        clip = draw_clip(seed, seconds, cfg.fps, cfg.size)
+        out = pipe(draw_face(clip.face, 4 * cfg.size), clip.audio, "a drawn person talking to the camera, head and shoulders",
+                   num_frames=cfg.sampled_frames, width=cfg.size, height=cfg.size, generator=torch.Generator().manual_seed(seed), output_type="latent")
+        return out.latents
+
+    return sample
+
+
 def _transformer_cmd(kind: str, config: Path, max_steps: int | None, resume: bool, output: Path | None, data: Path | None, json_out: bool) -> None:
     from soul.cli.progress import step_progress
-    from soul.training.distill import CFGDistiller, StepDistiller, describe, load_distill_config
+    from soul.training.distill import CFGDistiller, DMDDistiller, StepDistiller, describe, load_distill_config
 
     cfg = load_distill_config(config, kind, {"max_steps": max_steps, "output": str(output) if output else None})
     if data is not None:
         cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"path": str(data)})})
-    trainer = (CFGDistiller if kind == "cfg" else StepDistiller)(cfg, resume=resume)
+    trainer = {"cfg": CFGDistiller, "steps": StepDistiller, "dmd": DMDDistiller}[kind](cfg, resume=resume)
     show = trainer.ctx.is_main and not (state.quiet or json_out)
     with step_progress(describe(cfg), enabled=show) as progress:
         history = trainer.train(progress=progress)
@@ -119,3 +146,20 @@ def steps_cmd(
     Generate with sampler='x0', sigmas=[1.0, 0.75, 0.5, 0.25] and guidance off.
     """
     _transformer_cmd("steps", config, max_steps, resume, output, data, json_out)
+
+
+@distill_app.command("dmd")
+def dmd_cmd(
+    config: Path = typer.Argument(..., help="DMD step-distillation YAML, e.g. configs/distill/tiny-dmd.yaml."),
+    max_steps: int = typer.Option(None, "--max-steps", help="Stop after this many steps (overrides the config)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in the output directory (student and fake score)."),
+    output: Path = typer.Option(None, "--output", "-o", help="Run directory (overrides the config's `output`)."),
+    data: Path = typer.Option(None, "--data", help="Dataset directory (overrides data.path)."),
+    json_out: bool = typer.Option(False, "--json", help="Print a JSON summary at the end."),
+) -> None:
+    """A few-step x0-renoise student by distribution matching (DMD2: teacher = real score, a trained fake score).
+
+    Example: soul distill dmd configs/distill/tiny-dmd.yaml --max-steps 50
+    Generate with sampler='x0', sigmas at the config's timesteps / 1000 (e.g. [1.0, 0.5]) and guidance off.
+    """
+    _transformer_cmd("dmd", config, max_steps, resume, output, data, json_out)
