@@ -255,7 +255,7 @@ class QualityConfig:
     checkpoint: str | None = None  # a pipeline directory instead of the preset's shipped weights
 
 
-def quality_configs(fast_checkpoint: str | None = None) -> list[QualityConfig]:
+def quality_configs(fast_checkpoint: str | None = None, extra: list[str] | None = None) -> list[QualityConfig]:
     """base / base-50 on `mini`, the fast variants on `mini-fast`, and the negative control.
 
     base-50 keeps everything of the mini preset but the step count (its Euler sampler takes any
@@ -273,10 +273,24 @@ def quality_configs(fast_checkpoint: str | None = None) -> list[QualityConfig]:
         QualityConfig("fast-1", "mini-fast", {"sigmas": [1.0]}, "mini-fast weights, x0 at sigma [1.0]"),
         QualityConfig(NEGATIVE_CONTROL, "mini-fast", {}, "NEGATIVE CONTROL: mini-fast driven by another face's speech, scored against its own", wrong_audio=True),
     ]
-    if fast_checkpoint is None:
-        return configs
-    return [QualityConfig(c.name, c.preset, c.overrides, f"{c.note} [weights {fast_checkpoint}]", c.wrong_audio, fast_checkpoint) if c.preset == "mini-fast" else c
-            for c in configs]
+    if fast_checkpoint is not None:
+        configs = [QualityConfig(c.name, c.preset, c.overrides, f"{c.note} [weights {fast_checkpoint}]", c.wrong_audio, fast_checkpoint) if c.preset == "mini-fast" else c
+                   for c in configs]
+    return configs[:-1] + [extra_config(spec) for spec in extra or []] + configs[-1:]  # the negative control stays last
+
+
+def extra_config(spec: str) -> QualityConfig:
+    """``NAME=DIR`` or ``NAME=DIR@1.0,0.5``: another candidate (e.g. a DMD and a trajectory student)
+    as its own row, on the mini-fast preset's sampling (or the given sigmas), scored like the others."""
+    name, sep, rest = spec.partition("=")
+    directory, _, sigmas = rest.partition("@")
+    if not sep or not name or not directory or name in BASES or name == NEGATIVE_CONTROL:
+        raise SystemExit(f"--extra {spec!r}: give NAME=DIR or NAME=DIR@SIGMAS (e.g. dmd=runs/distill-dmd-mini/export@1.0,0.5), NAME not a base")
+    if not Path(directory).is_dir():
+        raise SystemExit(f"--extra {spec!r}: {directory} is not a directory; pass a pipeline directory (a distiller's export/)")
+    overrides: dict[str, Any] = {"sigmas": [float(x) for x in sigmas.split(",")]} if sigmas else {}
+    return QualityConfig(name, "mini-fast", overrides, f"mini-fast sampling with the weights in {directory}" + (f", sigmas {sigmas}" if sigmas else ""),
+                         checkpoint=directory)
 
 
 def equal_quality(config: dict[str, float], bases: dict[str, dict[str, float]], tolerance: float = TOLERANCE) -> list[tuple[str, float, float]]:
@@ -500,6 +514,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/speed-quality"), help="--quality: where the MP4s and speed_quality.json go")
     parser.add_argument("--fast-checkpoint", default=None,
                         help="--quality: a candidate pipeline directory (a distilled student, a new light decoder) in place of the shipped mini-fast")
+    parser.add_argument("--extra", action="append", default=[], metavar="NAME=DIR[@SIGMAS]",
+                        help="--quality: one more row per use, a candidate pipeline directory on mini-fast's sampling (or SIGMAS, comma-separated)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"Soul speed benchmark: speed depends on model sizes, not weight values; torch threads {args.threads}")
@@ -532,7 +548,7 @@ def main(argv: list[str] | None = None) -> None:
         if not (has_shipped_weights("mini") and has_shipped_weights("mini-fast")):
             print("\nspeedup_equal_quality mini: not measured (shipped mini / mini-fast weights not installed)")
             return
-        quality_section(args.faces, args.seconds, args.out, configs=quality_configs(args.fast_checkpoint))
+        quality_section(args.faces, args.seconds, args.out, configs=quality_configs(args.fast_checkpoint, args.extra))
 
 
 if __name__ == "__main__":

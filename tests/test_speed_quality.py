@@ -92,3 +92,15 @@ def test_face_seeds_are_held_out_and_clear_of_decision_seeds(speed) -> None:
     assert speed.QUALITY_FACE_SEED >= HELD_OUT_SEED + 100  # the eval / demo benchmarks use HELD_OUT_SEED + 0..~80
     names = [c.name for c in speed.quality_configs()]
     assert names[:2] == ["base", "base-50"] and speed.NEGATIVE_CONTROL in names
+
+
+def test_extra_rows_are_candidates_before_the_negative_control(speed, tmp_path: Path) -> None:
+    configs = speed.quality_configs(extra=[f"dmd={tmp_path}@1.0,0.5", f"traj={tmp_path}"])
+    names = [c.name for c in configs]
+    assert names[-3:] == ["dmd", "traj", speed.NEGATIVE_CONTROL]
+    dmd = configs[-3]
+    assert dmd.checkpoint == str(tmp_path) and dmd.overrides == {"sigmas": [1.0, 0.5]} and dmd.preset == "mini-fast"
+    assert configs[-2].overrides == {}
+    for bad in ("dmd", f"base={tmp_path}", f"x={tmp_path / 'missing'}"):
+        with pytest.raises(SystemExit, match="--extra"):
+            speed.extra_config(bad)
