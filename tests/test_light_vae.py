@@ -55,6 +55,33 @@ def test_streaming_equals_one_call_for_any_split() -> None:
         assert torch.allclose(torch.cat(parts, 2), whole, atol=1e-6)
 
 
+def test_final_memory_blocks_start_as_the_identity_then_mix_frames_causally_and_stream_exactly(tmp_path: Path) -> None:
+    base = _decoder(2)
+    z = torch.randn(1, 48, 5, 2, 2)
+    grown = base.with_final_memory_blocks(1).eval()
+    assert grown.config.final_memory_blocks == 1 and len(grown.decoder) == len(base.decoder) + 1
+    with torch.no_grad():
+        assert torch.equal(grown(z), base(z))  # new blocks change nothing until trained
+        mix = grown.decoder[-1].conv[0]
+        mix.weight.normal_(0, 0.1)
+        trained = grown(z)
+        assert (trained - base(z)).abs().max() > 1e-4
+        z2 = z.clone()
+        z2[:, :, 3] += 2.0  # latent 3 makes frames 9..12: nothing before may change
+        assert torch.equal(grown(z2)[:, :, :9], trained[:, :, :9])
+        stream = grown.stream()
+        parts = torch.cat([stream.push(z[:, :, :2]), stream.push(z[:, :, 2:])], 2)
+        assert torch.allclose(parts, trained, atol=1e-6)
+    grown.save_pretrained(tmp_path / "grown")
+    loaded = LightDecoder.from_pretrained(tmp_path / "grown")
+    assert loaded.config.final_memory_blocks == 1
+    with torch.no_grad():
+        assert torch.equal(loaded(z), trained)
+        assert torch.equal(loaded.with_final_memory_blocks(0)(z), base(z))  # the TAEHV layout again, other weights kept
+    with pytest.raises(InputError, match="final_memory_blocks"):
+        LightVAEConfig(final_memory_blocks=-1)
+
+
 def test_latents_are_unnormalised_with_the_vae_statistics() -> None:
     mean, std = torch.randn(48).tolist(), (torch.rand(48) + 0.5).tolist()
     plain = _decoder(2)

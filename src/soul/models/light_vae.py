@@ -51,6 +51,11 @@ class LightVAEConfig:
     widths: tuple[int, int, int, int] = TAEHV_WIDTHS
     blocks_per_stage: int = 3
     time_upscale: tuple[bool, bool, bool] = (False, True, True)
+    # 1x1 memory blocks on the output patches (not in TAEHV's layout, so 0 for its checkpoints).
+    # Why: every TAEHV layer after the last time-grow sees one frame only,
+    # so the frames split from one parent differ in brightness and nothing can even that out; at
+    # the miniature's size this was the flicker that kept the fast path from equal quality.
+    final_memory_blocks: int = 0
     latents_mean: list[float] = field(default_factory=lambda: [0.0] * 48)
     latents_std: list[float] = field(default_factory=lambda: [1.0] * 48)
 
@@ -59,6 +64,8 @@ class LightVAEConfig:
         self.time_upscale = tuple(bool(t) for t in self.time_upscale)  # type: ignore[assignment]
         if len(self.widths) != 4 or min(self.widths) < 1:
             raise InputError("light_vae.widths", f"{self.widths}", "give four positive stage widths, e.g. [256, 128, 64, 64]")
+        if self.final_memory_blocks < 0:
+            raise InputError("light_vae.final_memory_blocks", f"{self.final_memory_blocks}", "give 0 (TAEHV's layout) or more")
         if len(self.time_upscale) != 3:
             raise InputError("light_vae.time_upscale", f"{self.time_upscale}", "give three booleans, e.g. [false, true, true]")
         if len(self.latents_mean) != self.latent_channels or len(self.latents_std) != self.latent_channels:
@@ -102,6 +109,22 @@ class MemoryBlock(nn.Module):
         return self.act(self.conv(torch.cat([x, past], 1)) + self.skip(x))
 
 
+class OutputMemoryBlock(MemoryBlock):
+    """A 1x1 conv on the output patches and the previous frame's: ``y = x + conv([x, past])``.
+
+    Placed after the last conv (3p² channels), it is the cheapest place to let a frame see the one
+    before it (a tenth of a 3x3 block at the output frame rate); evening out brightness between
+    frames needs no spatial context. Zero-initialised, so it starts as the identity."""
+
+    def __init__(self, width: int) -> None:
+        nn.Module.__init__(self)
+        self.conv = nn.Sequential(nn.Conv2d(2 * width, width, 1))
+        self.skip = nn.Identity()
+        self.act = nn.Identity()
+        nn.init.zeros_(self.conv[0].weight)
+        nn.init.zeros_(self.conv[0].bias)
+
+
 class TimeGrow(nn.Module):
     """A 1x1 conv that makes ``stride`` frames out of one: channel group ``j`` becomes frame ``j``."""
 
@@ -134,11 +157,23 @@ class LightDecoder(nn.Module):
                 TimeGrow(w[stage], 2 if cfg.time_upscale[stage] else 1),
                 _conv3(w[stage], w[stage + 1], bias=False),
             ]
-        layers += [nn.ReLU(), _conv3(w[3], 3 * cfg.patch_size**2)]
+        out = 3 * cfg.patch_size**2
+        layers += [nn.ReLU(), _conv3(w[3], out), *(OutputMemoryBlock(out) for _ in range(cfg.final_memory_blocks))]
         self.decoder = nn.Sequential(*layers)
         shape = (1, cfg.latent_channels, 1, 1, 1)
         self.register_buffer("latents_mean", torch.tensor(cfg.latents_mean, dtype=torch.float32).view(shape), persistent=False)
         self.register_buffer("latents_std", torch.tensor(cfg.latents_std, dtype=torch.float32).view(shape), persistent=False)
+
+    def with_final_memory_blocks(self, count: int) -> LightDecoder:
+        """This decoder with ``count`` output memory blocks, the rest of its weights kept; new
+        blocks start as the identity, so the frames are unchanged until they are trained."""
+        cfg = LightVAEConfig(**{**asdict(self.config), "final_memory_blocks": count})
+        out = LightDecoder(cfg)
+        old, new = list(self.decoder), list(out.decoder)
+        head = len(old) - self.config.final_memory_blocks  # every layer up to the last conv, then the blocks
+        for i in range(head + min(count, self.config.final_memory_blocks)):
+            new[i].load_state_dict(old[i].state_dict())
+        return out.to(self.latents_mean.device)
 
     @property
     def frames_to_trim(self) -> int:

@@ -80,6 +80,7 @@ class DistillVAEConfig(BaseModel):
     sampled_frames: int = Field(81, gt=0)
     sampled_fraction: float = Field(0.5, ge=0, le=1)  # share of each batch cut from sampled latents
     init_light_vae: str | None = None  # a trained light decoder directory to continue from (same widths)
+    final_memory_blocks: int | None = Field(None, ge=0)  # memory blocks after the last time-grow (None: the init's, else 0)
     batch_size: int = Field(2, gt=0)
     lr: float = Field(1e-3, gt=0)
     max_steps: int = Field(200, gt=0)
@@ -128,8 +129,12 @@ class VAEDistiller:
         self._decode = decode_latents
         if cfg.init_light_vae:
             self.student = LightDecoder.from_pretrained(cfg.init_light_vae)
+            if cfg.final_memory_blocks is not None and cfg.final_memory_blocks != self.student.config.final_memory_blocks:
+                self.student = self.student.with_final_memory_blocks(cfg.final_memory_blocks)
         else:
-            self.student = LightDecoder(light_vae_config_for(self.vae.config, widths=cfg.widths))
+            light = light_vae_config_for(self.vae.config, widths=cfg.widths)
+            light.final_memory_blocks = cfg.final_memory_blocks or 0
+            self.student = LightDecoder(light)
         self.student.train()
         self.optimizer = torch.optim.AdamW(self.student.parameters(), lr=cfg.lr, weight_decay=0.0)
 
