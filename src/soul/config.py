@@ -303,6 +303,11 @@ def merge_presets(parent: dict[str, Any], child: dict[str, Any]) -> dict[str, An
     return out
 
 
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+"""libyaml's safe loader when PyYAML was built with it: the same documents, ~10x faster. Every
+generation reads its preset, and the pure-Python parser took 0.06 s of a 0.9 s fast-path call."""
+
+
 def _resolve(source: str, base_dir: Path | None, chain: tuple[str, ...]) -> dict[str, Any]:
     """One preset's raw mapping with its `extends` chain merged in (not yet validated).
 
@@ -348,7 +353,7 @@ def _read_raw(source: str, base_dir: Path | None, nested: bool) -> tuple[dict[st
         text = resources.files("soul").joinpath(PRESET_DIR, f"{source}.yaml").read_text(encoding="utf-8")
         label, default_name, own_dir = f"preset:{source}", source, None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_SAFE_LOADER)
     except yaml.YAMLError as err:
         raise InputError(source, f"not valid YAML: {err}", "fix the YAML syntax") from err
     if not isinstance(data, dict):
