@@ -71,5 +71,5 @@ def test_a_distilled_preset_is_sampled_as_distilled_by_every_entry_point() -> No
 
     settings = resolve_sampling(load_preset("mini-fast"))
     assert settings.sampler == "x0" and settings.vae == "light" and not settings.guidance.enabled
-    assert settings.sigmas == (1.0, 0.75, 0.5, 0.25, 0.0)
+    assert settings.sigmas == (1.0, 0.5, 0.0)  # the preset's distilled levels, with the final 0
     assert resolve_sampling(load_preset("mini-fast"), steps=8).steps == 8  # an explicit step count wins

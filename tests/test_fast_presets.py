@@ -96,12 +96,18 @@ def test_preset_sigmas_are_checked_when_read(tmp_path: Path, sigmas: list[float]
 
 def test_fast_presets_sample_like_the_distilled_student() -> None:
     assert {"mini-fast", "wan22-ti2v-5b-fast"} <= set(available_presets())
-    student = distilled_sigmas().tolist()[:-1]  # the levels `soul distill steps` trains at
+    from soul.training.distill import load_distill_config
+
+    # the levels each student was distilled at: mini-fast's recipe config, and the default
+    # 4-level schedule of `soul distill steps` (the public TI2V-5B students') for the 5B preset
+    mini_steps = load_distill_config(Path(__file__).resolve().parents[1] / "configs/distill/mini-steps.yaml", "steps")
+    students = {"mini-fast": distilled_sigmas(mini_steps.timesteps).tolist()[:-1], "wan22-ti2v-5b-fast": distilled_sigmas().tolist()[:-1]}
+    assert students["mini-fast"] == [1.0, 0.5]
     for fast, base in (("mini-fast", "mini"), ("wan22-ti2v-5b-fast", "wan22-ti2v-5b")):
         cfg, parent = load_preset(fast), load_preset(base)
         assert cfg.name == fast
         s = cfg.sampling
-        assert (s.sampler, s.sigmas, s.guidance, s.vae) == ("x0", student, False, "light")
+        assert (s.sampler, s.sigmas, s.guidance, s.vae) == ("x0", students[fast], False, "light")
         assert (cfg.transformer, cfg.vae, cfg.audio) == (parent.transformer, parent.vae, parent.audio)
         assert (s.height, s.width, s.fps) == (parent.sampling.height, parent.sampling.width, parent.sampling.fps)
     assert load_preset("mini").weights == "mini" and load_preset("mini-fast").weights == "mini-fast"
