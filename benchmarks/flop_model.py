@@ -32,9 +32,10 @@ max(FLOPs / (peak x MFU), fused bytes / (HBM bandwidth x bandwidth utilisation))
 
 As a check, the same counting at the sizes `benchmarks/speed.py` measured on this CPU (mini, its
 `scaled-5b`) and for mini's own base vs mini-fast on 20 s (the quality table), printed beside the
-CPU timing ratios quoted from docs/speed.md. Run (about a minute, 1 thread):
+CPU seconds of one `benchmarks/speed.py` run, read from the files it wrote (`--measured DIR`, its
+`--out`, default runs/speed-quality; without them those columns say "-"). Run (about a minute, 1 thread):
 
-    .venv/bin/python benchmarks/flop_model.py
+    .venv/bin/python benchmarks/speed.py && .venv/bin/python benchmarks/flop_model.py
     .venv/bin/python benchmarks/flop_model.py --frames 481     # a 20 s video: 5 chunks, motion prefix
 """
 
@@ -42,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import math
 import sys
 import time
@@ -410,13 +412,33 @@ def check_scenarios() -> list[Scenario]:
     return out
 
 
-MEASURED: dict[str, dict[str, tuple[float, float]]] = {
-    # docs/speed.md, "Benchmark" (benchmarks/speed.py, 1 thread, 17 frames): seconds (base, fast).
-    "mini (speed.py)": {"transformer": (2.094, 0.055), "decoder": (0.272, 0.0278), "vae stage": (0.295, 0.036), "whole call": (2.456, 0.101)},
-    "scaled-5b (speed.py)": {"transformer": (20.812, 0.569), "decoder": (18.713, 0.1523), "vae stage": (19.491, 0.625), "whole call": (40.400, 1.206)},
-    # docs/speed.md, "Quality on the miniature world": whole command, model load included, 20 s.
-    "mini 20 s (quality table)": {"whole call": (11.6, 1.57), "sampling only (fast w/ full decoder)": (11.6, 6.19), "decoder only (fast w/ full vs light)": (6.19, 1.57)},
-}
+def measured_seconds(directory: Path) -> dict[str, dict[str, tuple[float, float]]]:
+    """(base, fast) seconds per row, from the files `benchmarks/speed.py --out DIR` wrote in one run.
+
+    `speed_timing.json` (its timing section: per config the base and fast calls per stage and the
+    two decoders) and `speed_quality.json` (its quality section: mean seconds per 20 s video of
+    `base`, `fast` and `fast-full`). Rows whose file is missing print "-": no figure is kept here.
+    """
+    out: dict[str, dict[str, tuple[float, float]]] = {}
+    timing, quality = directory / "speed_timing.json", directory / "speed_quality.json"
+    if timing.is_file():
+        runs = json.loads(timing.read_text())
+        for name, label in (("mini", "mini (speed.py)"), ("scaled-5b", "scaled-5b (speed.py)")):
+            r = runs.get(name)
+            if r:
+                base, fast = r["base"], r["fast"]
+                out[label] = {"transformer": (base["transformer"], fast["transformer"]), "decoder": tuple(r["decoder"]),  # type: ignore[dict-item]
+                              "vae stage": (base["vae"], fast["vae"]), "whole call": (base["total"], fast["total"])}
+    if quality.is_file():
+        t = json.loads(quality.read_text())["timing"]
+        if {"base", "fast", "fast-full"} <= set(t):
+            b, f, ff = t["base"]["total"], t["fast"]["total"], t["fast-full"]["total"]
+            out["mini 20 s (quality table)"] = {"whole call": (b, f), "sampling only (fast w/ full decoder)": (b, ff), "decoder only (fast w/ full vs light)": (ff, f)}
+    return out
+
+
+MEASURED_SECONDS: dict[str, dict[str, tuple[float, float]]] = {}
+"""Filled by ``main`` from ``--measured``; read by ``report_checks``."""
 
 
 @dataclass
@@ -563,9 +585,9 @@ def report_checks(gpu: GPU) -> None:
             "transformer": f"transformer ({f_base} vs {f_fast} passes)",
             "decoder": f"decoder only (full vs light, {info['total_latents']} latents)",
             "vae stage": "vae stage (portrait encode + decode)",
-            "whole call": "whole call" + (f" ({info['chunks']} chunks; CPU: incl. model load)" if sc.name.startswith("mini 20 s") else ""),
+            "whole call": "whole call" + (f" ({info['chunks']} chunks)" if sc.name.startswith("mini 20 s") else ""),
         }
-        measured = MEASURED.get(sc.name, {})
+        measured = MEASURED_SECONDS.get(sc.name, {})
         for key, (b, f, eb, ef) in rows.items():
             m = measured.get(key)
             cpu = f"{b / m[0] / GIGA:6.1f} / {f / m[1] / GIGA:6.1f}" if m else "-"
@@ -581,7 +603,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--hbm-tbps", type=float, default=GPU.hbm_tbps)
     parser.add_argument("--bw-util", type=float, default=GPU.bw_util)
     parser.add_argument("--no-checks", action="store_true", help="skip the CPU-size checks")
+    parser.add_argument("--measured", type=Path, default=Path("runs/speed-quality"),
+                        help="the --out directory of a benchmarks/speed.py run, whose seconds are printed beside the FLOP ratios")
     args = parser.parse_args(argv)
+    MEASURED_SECONDS.clear()
+    MEASURED_SECONDS.update(measured_seconds(args.measured))
     torch.set_num_threads(1)
     started = time.perf_counter()
     gpu = GPU(peak_tflops=args.peak_tflops, mfu=args.mfu, hbm_tbps=args.hbm_tbps, bw_util=args.bw_util)
