@@ -550,8 +550,8 @@ def report_real(sc: Scenario, gpu: GPU) -> dict[str, Any]:
 
 
 def report_checks(gpu: GPU) -> None:
-    print("Check: FLOP ratios at the sizes timed on this CPU beside the timing ratios in docs/speed.md "
-          "(speed.py rows: 1 thread, 17 frames; quality-table rows: the whole command)")
+    print("Check: FLOP ratios at the sizes timed on this CPU beside one benchmarks/speed.py run's seconds (--measured) "
+          "(speed.py rows: its timing section, 1 thread, 17 frames; quality-table rows: mean generation call per 20 s video)")
     print(f"  {'config':27s} {'part':44s} {'GFLOP base':>10s} {'GFLOP fast':>10s} {'FLOP ratio':>10s} {'eager-B ratio':>13s} {'CPU ratio':>9s} {'CPU GFLOP/s b/f':>16s}")
     for sc in check_scenarios():
         models = build_models(sc.config, sc.light)

@@ -39,6 +39,19 @@ def test_the_fast_student_loads_over_its_base_with_a_light_decoder() -> None:
     assert differs  # the student is not the teacher
 
 
+def test_the_fast_path_talks_in_two_steps(tmp_path: Path) -> None:
+    """`soul demo --preset mini-fast`: the shipped 2-step student with its light decoder (and its
+    output memory block) follows its own audio and not another, on a held-out face."""
+    cmd = [sys.executable, "-c", "import sys; from soul.cli import main; main(sys.argv[1:])",
+           "demo", "--preset", "mini-fast", "--seconds", "12", "--seed", "7", "--out", str(tmp_path), "--json"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["lipsync_r"] >= 0.5 and abs(summary["lipsync_r_mismatched"]) <= 0.25, summary
+    fast = load_shipped_pipeline("mini-fast")
+    assert fast.config.sampling.sigmas == [1.0, 0.5] and fast.light_vae is not None and fast.light_vae.config.final_memory_blocks == 1
+
+
 @pytest.mark.parametrize("seed", [5, 11])
 def test_make_demo_talks(tmp_path: Path, seed: int) -> None:
     """`soul demo` (what `make demo` runs) on the shipped weights: its mouth follows its audio, for
