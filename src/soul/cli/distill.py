@@ -19,7 +19,7 @@ distill_app = typer.Typer(
     help=(
         "Train the fast path's students from a YAML config (configs/distill/*.yaml): `vae` (light "
         "decoder imitating the full Wan decoder), `cfg` (one pass = the teacher's guided velocity), "
-        "`steps` (4-step x0-renoise student at t = 1000, 750, 500, 250), `dmd` (the same kind of "
+        "`steps` (few-step x0-renoise student at the config's timesteps, e.g. 1000, 500), `dmd` (the same kind of "
         "student by distribution matching, DMD2). Generate with them via "
         "SoulPipeline(..., vae='light', guidance=False, sampler='x0', sigmas=...)."
     ),
@@ -140,10 +140,10 @@ def steps_cmd(
     data: Path = typer.Option(None, "--data", help="Dataset directory (overrides data.path)."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary at the end."),
 ) -> None:
-    """A 4-step student for the x0-renoise sampler (trajectory distillation to the teacher's ODE endpoint).
+    """A few-step student for the x0-renoise sampler (trajectory distillation to the teacher's ODE endpoint).
 
     Example: soul distill steps configs/distill/tiny-steps.yaml --max-steps 50
-    Generate with sampler='x0', sigmas=[1.0, 0.75, 0.5, 0.25] and guidance off.
+    Generate with sampler='x0', sigmas at the config's timesteps / 1000 (default [1.0, 0.75, 0.5, 0.25]) and guidance off.
     """
     _transformer_cmd("steps", config, max_steps, resume, output, data, json_out)
 

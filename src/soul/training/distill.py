@@ -239,14 +239,17 @@ class StepDistiller(_Distiller):
         prefix = s.x0[:, :, : s.prefix]
         return denoise_chunk(self.teacher, x, prefix, s.conds, self.teacher_levels(sigma), guidance=self.teacher_guidance, sampler="euler")
 
+    def level_state(self, s: DistillSample) -> tuple[float, torch.Tensor]:
+        """One of the student's levels at random and the data noised to it, drawn from the sample's generator."""
+        sigma = self.sigmas[int(torch.randint(0, len(self.sigmas), (), generator=s.gen))]
+        noise = torch.randn(s.x0.shape, generator=s.gen).to(self.device)
+        return sigma, s.noised(noise, sigma)
+
     def sample_losses(self, samples: list[TrainSample], indices: list[int]) -> torch.Tensor:
         losses = []
         for sample, index in zip(samples, indices):
             s = self._prepare(sample, index)
-            k = int(torch.randint(0, len(self.sigmas), (), generator=s.gen))
-            sigma = self.sigmas[k]
-            noise = torch.randn(s.x0.shape, generator=s.gen).to(self.device)
-            x = s.noised(noise, sigma)
+            sigma, x = self.level_state(s)
             target = self.teacher_solution(x, sigma, s)
             pred_x0 = predict_x0(x, self._student(x, self._timesteps(sigma, s), s.conds), sigma)
             losses.append(s.loss(pred_x0, target))
@@ -358,10 +361,7 @@ class DMDDistiller(StepDistiller):
         losses = []
         for sample, index in zip(samples, indices):
             s = self._prepare(sample, index)
-            k = int(torch.randint(0, len(self.sigmas), (), generator=s.gen))
-            sigma = self.sigmas[k]
-            noise = torch.randn(s.x0.shape, generator=s.gen).to(self.device)
-            x = s.noised(noise, sigma)
+            sigma, x = self.level_state(s)
             pred = predict_x0(x, self._student(x, self._timesteps(sigma, s), s.conds), sigma)
             x0_hat = torch.cat([s.x0[:, :, : s.prefix], pred[:, :, s.prefix :]], dim=2)
             if torch.is_grad_enabled():
