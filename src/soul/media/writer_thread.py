@@ -26,10 +26,11 @@ class BackgroundSink:
     Use as a context manager: on a clean exit every batch is written before it returns; an
     exception raised by ``write`` is raised again in the caller (at the next call, at ``drain`` or
     on exit), and after one the remaining batches are dropped. ``max_batches`` bounds the memory
-    held by batches waiting to be written (the producer waits when it is full).
+    held by batches waiting to be written (the producer waits when it is full): at 720p a chunk is
+    ~0.3 GB of frames, and one batch queued is enough for the overlap.
     """
 
-    def __init__(self, write: Callable[[np.ndarray], None], max_batches: int = 4) -> None:
+    def __init__(self, write: Callable[[np.ndarray], None], max_batches: int = 1) -> None:
         self._write = write
         self._queue: queue.Queue[object] = queue.Queue(maxsize=max_batches)
         self._error: BaseException | None = None
