@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # torch-free start-up: the CLI imports these only when a comm
 
 MINI_MISSING_NOTE = "the trained miniature weights are not installed (docs/miniature.md), so the demo uses the tiny preset"
 DEFAULT_SECONDS = 20.0
-PROMPT = "a drawn person talking to the camera, head and shoulders"
+PROMPT = "a drawn person talking to the camera, head and shoulders"  # soul.miniature.clips.CAPTION (not imported: --help stays torch-free)
 GROUP_PROMPT = "drawn people side by side, talking in turns, head and shoulders"
 MAX_DEMO_PEOPLE = 4  # soul.miniature.group.MAX_PEOPLE (not imported: --help stays torch-free)
 

@@ -74,7 +74,7 @@ def _sampled_latents(cfg: Any) -> Callable[[int], torch.Tensor]:
     face of ``draw_clip(seed)`` as the portrait, its babble as the voice, the preset's own sampling."""
     import torch
 
-    from soul.miniature.clips import draw_clip
+    from soul.miniature.clips import CAPTION, draw_clip
     from soul.miniature.portrait import draw_face
     from soul.pipelines.soul_pipeline import SoulPipeline
 
@@ -83,7 +83,7 @@ def _sampled_latents(cfg: Any) -> Callable[[int], torch.Tensor]:
 
     def sample(seed: int) -> torch.Tensor:
         clip = draw_clip(seed, seconds, cfg.fps, cfg.size)
-        out = pipe(draw_face(clip.face, 4 * cfg.size), clip.audio, "a drawn person talking to the camera, head and shoulders",
+        out = pipe(draw_face(clip.face, 4 * cfg.size), clip.audio, CAPTION,
                    num_frames=cfg.sampled_frames, width=cfg.size, height=cfg.size, generator=torch.Generator().manual_seed(seed), output_type="latent")
         return out.latents
 

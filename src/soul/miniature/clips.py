@@ -25,6 +25,8 @@ from soul.miniature.speech import synthesize_babble
 from soul.miniature.speech_pool import SpeechPool
 
 AUDIO_RATE = MODEL_SAMPLE_RATE
+CAPTION = "a drawn person talking to the camera, head and shoulders"
+"""The one caption of the miniature world: every training clip carries it, so generation uses it too."""
 MOUTH_LEAD_S = 0.04  # the mouth shapes a sound slightly before it is heard
 LIP_INERTIA_S = 0.06  # lips do not jump: the opening follows the energy through a 60 ms lag
 
@@ -147,7 +149,7 @@ def write_clip_shards(
                     audio = speech.segment(seconds, pick) if use_speech and speech is not None else None
                     clip = draw_clip(clip_seed, seconds, fps, size, audio=audio)
                     frames, mix = clip.frames, clip.audio
-                    extra: dict = {"category": "portrait", "caption": "a drawn person talking to the camera, head and shoulders", "mouth_box": list(clip.mouth_box)}
+                    extra: dict = {"category": "portrait", "caption": CAPTION, "mouth_box": list(clip.mouth_box)}
                 else:
                     group = draw_group_clip(clip_seed, count, seconds, fps, size, speech=speech if use_speech else None)
                     frames, mix, voices = group.frames, group.mixed_audio(), group.audios
