@@ -437,10 +437,6 @@ def measured_seconds(directory: Path) -> dict[str, dict[str, tuple[float, float]
     return out
 
 
-MEASURED_SECONDS: dict[str, dict[str, tuple[float, float]]] = {}
-"""Filled by ``main`` from ``--measured``; read by ``report_checks``."""
-
-
 @dataclass
 class Part:
     name: str
@@ -549,7 +545,7 @@ def report_real(sc: Scenario, gpu: GPU) -> dict[str, Any]:
     return out
 
 
-def report_checks(gpu: GPU) -> None:
+def report_checks(gpu: GPU, measured_by_row: dict[str, dict[str, tuple[float, float]]]) -> None:
     print("Check: FLOP ratios at the sizes timed on this CPU beside one benchmarks/speed.py run's seconds (--measured) "
           "(speed.py rows: its timing section, 1 thread, 17 frames; quality-table rows: mean generation call per 20 s video)")
     print(f"  {'config':27s} {'part':44s} {'GFLOP base':>10s} {'GFLOP fast':>10s} {'FLOP ratio':>10s} {'eager-B ratio':>13s} {'CPU ratio':>9s} {'CPU GFLOP/s b/f':>16s}")
@@ -587,7 +583,7 @@ def report_checks(gpu: GPU) -> None:
             "vae stage": "vae stage (portrait encode + decode)",
             "whole call": "whole call" + (f" ({info['chunks']} chunks)" if sc.name.startswith("mini 20 s") else ""),
         }
-        measured = MEASURED_SECONDS.get(sc.name, {})
+        measured = measured_by_row.get(sc.name, {})
         for key, (b, f, eb, ef) in rows.items():
             m = measured.get(key)
             cpu = f"{b / m[0] / GIGA:6.1f} / {f / m[1] / GIGA:6.1f}" if m else "-"
@@ -606,8 +602,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--measured", type=Path, default=Path("runs/speed-quality"),
                         help="the --out directory of a benchmarks/speed.py run, whose seconds are printed beside the FLOP ratios")
     args = parser.parse_args(argv)
-    MEASURED_SECONDS.clear()
-    MEASURED_SECONDS.update(measured_seconds(args.measured))
     torch.set_num_threads(1)
     started = time.perf_counter()
     gpu = GPU(peak_tflops=args.peak_tflops, mfu=args.mfu, hbm_tbps=args.hbm_tbps, bw_util=args.bw_util)
@@ -617,7 +611,7 @@ def main(argv: list[str] | None = None) -> None:
     out = report_real(real, gpu)
     if not args.no_checks:
         print()
-        report_checks(gpu)
+        report_checks(gpu, measured_seconds(args.measured))
     (b_cost, b_sec, b_eager), (f_cost, f_sec, f_eager) = out["base"], out["fast"]
     print(f"\n(model built and counted in {time.perf_counter() - started:.0f} s)")
     print(f"flop_ratio {real.name} base/fast ({real.width}x{real.height}, {real.frames} frames): {b_cost.flops / f_cost.flops:.1f}")
