@@ -86,7 +86,8 @@ def test_face_seeds_are_held_out_and_clear_of_decision_seeds(speed) -> None:
     from soul.miniature.portrait import HELD_OUT_SEED
 
     assert speed.QUALITY_FACE_SEED >= HELD_OUT_SEED + 100  # the eval / demo benchmarks use HELD_OUT_SEED + 0..~80
-    assert abs(speed.QUALITY_FACE_SEED - speed.SELECTION_FACE_SEED) >= 100  # report faces never among the selection faces
+    for spent in (speed.SELECTION_FACE_SEED, *speed.SPENT_REPORT_FACE_SEEDS):  # report faces never among faces looked at
+        assert abs(speed.QUALITY_FACE_SEED - spent) >= speed.QUALITY_FACES
     names = [c.name for c in speed.quality_configs()]
     assert names[:2] == ["base", "base-50"] and speed.NEGATIVE_CONTROL in names
 
