@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
-import torch
 
 from tests.helpers.benchmarks import load_benchmark
 
@@ -15,10 +17,13 @@ def bench():
     return load_benchmark("light_decoder_identity")
 
 
-def test_the_wrong_portrait_is_far_from_every_decoder(bench, capsys) -> None:
-    torch.set_num_threads(1)
-    bench.main(["--faces", "2", "--frames", "17", "--threads", "1"])
-    lines = dict(re.findall(r"light_decoder_identity (\S+): ([0-9.]+)", capsys.readouterr().out))
+def test_the_wrong_portrait_is_far_from_every_decoder(bench) -> None:
+    # its own process, as users run it: a mini-fast pipeline run here changed the bits of a later
+    # one-process reference in tests/test_parallel.py (full-suite runs only)
+    script = Path(bench.__file__)
+    run = subprocess.run([sys.executable, str(script), "--faces", "2", "--frames", "17", "--threads", "1"],
+                         capture_output=True, text=True, timeout=300, check=True)
+    lines = dict(re.findall(r"light_decoder_identity (\S+): ([0-9.]+)", run.stdout))
     scores = {k: float(v) for k, v in lines.items()}
     assert set(scores) == {"full", "light", bench.CONTROL}
     assert scores[bench.CONTROL] > 1.5 * max(scores["full"], scores["light"])  # the negative control fails clearly
