@@ -56,9 +56,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--control", action=argparse.BooleanOptionalAction, default=True, help="the swapped-anchor negative control")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
     fulls = [_named(spec, "full") for spec in args.full]  # bad arguments fail before any model loads
     lights = [_named(spec, "light") for spec in args.light]
+    torch.set_num_threads(args.threads)  # after the checks: a refused call leaves its caller's threads alone
 
     from soul.miniature.clips import CAPTION, draw_clip
     from soul.miniature.drift import distance_to_portrait

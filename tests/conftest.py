@@ -8,19 +8,27 @@ test what the README promises) and skip elsewhere.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
-try:
-    import torch
-
-    torch.set_num_threads(1)
-except ImportError:  # pragma: no cover - torch is a core dependency
-    pass
+torch.set_num_threads(1)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_MEDIA = PROJECT_ROOT.parent / "shared" / "media"
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """Fail the test that leaves torch on another thread count: later in-process runs would then pick
+    other BLAS kernels and differ in the last bit from their references (tests/test_parallel.py)."""
+    yield
+    threads = torch.get_num_threads()
+    if threads != 1:
+        torch.set_num_threads(1)
+        pytest.fail(f"this test left torch.set_num_threads({threads}); restore 1 (a CLI or benchmark main() sets it)")
 
 
 @pytest.fixture(scope="session")
