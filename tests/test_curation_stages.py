@@ -79,3 +79,32 @@ def test_a_failing_stage_drops_the_clip_not_the_run(tmp_path: Path, monkeypatch)
     rec = stages.annotate_clip(plan[0], CurationConfig(), tmp_path / "out")
     assert rec["kept"] is False and rec["drop_stage"] == "quality" and rec["drop_reason"] == "error: ValueError: boom"
     assert (tmp_path / "out" / "records" / f"{rec['clip_id']}.json").is_file()
+
+
+def test_sync_stage_shifts_only_confident_offsets_beyond_the_precision(media: Path) -> None:
+    """talking_face_1 (recorded in sync) is left alone; with its audio 5 frames early the stage
+    delays it by what it measured; below the confidence threshold nothing moves."""
+    from soul.analysis import FaceAnalyzer, face_tracks
+    from soul.curation.stages import stage_sync
+
+    reader = read_video(media / "clips" / "talking_face_1.mp4")
+    frames = list(reader.frames())
+    audio = reader.read_audio(16000).samples
+    analyzer = FaceAnalyzer(detect_max_side=480)
+    tracks = face_tracks(frames, analyzer, detect_every=5)
+
+    def sync(samples: np.ndarray, cfg: CurationConfig = CurationConfig()) -> dict:
+        rec = {"speech_ratio": 0.6}
+        stage_sync(ClipContext(frames=frames, fps=reader.fps, audio=samples, sample_rate=16000, analyzer=analyzer, tracks=tracks), rec, cfg)
+        return rec
+
+    as_recorded = sync(audio)
+    assert abs(as_recorded["lmsync_offset"]) <= 1 and as_recorded["audio_shift_frames"] == 0
+    assert as_recorded["lmsync_conf"] >= 2.1 and "min_abs_offset" in as_recorded["lmsync_reason"]
+    early = shift_audio(audio, 16000, reader.fps, -5)
+    fixed = sync(early)
+    assert fixed["lmsync_offset"] in (4, 5, 6) and fixed["audio_shift_frames"] == fixed["lmsync_offset"]
+    strict = CurationConfig.model_validate({"sync": {"shift_min_conf": 50.0}})
+    unsure = sync(early, strict)
+    assert unsure["lmsync_offset"] == fixed["lmsync_offset"] and unsure["audio_shift_frames"] == 0
+    assert "shift_min_conf" in unsure["lmsync_reason"]

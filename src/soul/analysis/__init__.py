@@ -15,8 +15,10 @@ from soul.analysis.identity import (
 )
 from soul.analysis.lipsync import (
     DEFAULT_MAX_OFFSET,
+    MIN_CONFIDENCE,
     SPEECH_BAND_HZ,
     SyncEstimate,
+    articulation,
     estimate_offset,
     lmsync,
     lmsync_tracks,
@@ -27,12 +29,14 @@ from soul.analysis.mouth import inner_mouth_gap, mouth_crop, mouth_darkness, mou
 
 __all__ = [
     "DEFAULT_MAX_OFFSET",
+    "MIN_CONFIDENCE",
     "SAME_PERSON_DISTANCE",
     "SPEECH_BAND_HZ",
     "FaceAnalyzer",
     "FaceBox",
     "FaceTrack",
     "SyncEstimate",
+    "articulation",
     "cosine_similarity",
     "estimate_offset",
     "face_embedding",

@@ -175,7 +175,10 @@ def lmsync_metric(clip: Clip, analyzer: Any = None, *, detect_every: int = 5) ->
     _, est = results[0]
     if float(np.ptp(est.correlations)) < 1e-9:  # a frozen mouth correlates with nothing: no offset to report
         return {"lmsync_offset": None, "lmsync_conf": 0.0, "lmsync_note": "mouth signal is flat (no mouth movement)"}
-    return {"lmsync_offset": int(est.offset), "lmsync_conf": float(est.confidence), "lmsync_faces": len(results)}
+    out: dict[str, Any] = {"lmsync_offset": est.offset, "lmsync_conf": float(est.confidence), "lmsync_faces": len(results)}
+    if est.offset is None:
+        out["lmsync_note"] = est.reason
+    return out
 
 
 # ---------------------------------------------------------------- quality

@@ -6,20 +6,21 @@ The measure reuses the shared landmark estimator (`soul.analysis.lipsync`): the 
 video are ordered left to right by their mean box centre x (person k is the k-th track), and each
 person's mouth series is correlated with the speech-band energy of every speaker track over lags
 within ±`DEFAULT_MAX_OFFSET` frames. A (person, track) score is the peak of that lag curve
-(`SyncEstimate.correlations.max()`, a Pearson r at the best lag):
+(`SyncEstimate.correlations.max()`, a Pearson r at the best lag) of lmsync's mouth signal
+(`articulation` of the inner-lip gap):
 
 - `own`: against the person's own track; `cross`: against each other person's track (in person
   order, skipping the own), `cross_max` their maximum; `binds`: own > cross_max.
 - `chance`: the mean score against the own track circularly shifted by more than the lag search
   reaches (see `chance_shifts`): what an unrelated track with the same speech statistics scores.
 
-The peak correlation, not `SyncEstimate.confidence` (peak minus the median over lags): binding asks
-how strongly a mouth follows a track, while confidence measures how distinct the offset peak is.
-On the four single talking clips of shared/media both ranked the own track above the three foreign
-ones in 11 of 12 pairs, but own minus chance was +0.23..+0.27 for the peak correlation on three
-clips and -0.09..+0.19 for confidence, whose median over 31 lags of short smooth series swings
-widely. Both fail on talking_face_3, whose mouth follows its own audio barely (peak r 0.14, below
-chance 0.35): the measure is weak on short clips, so read `chance` beside `own`.
+The peak correlation, not `SyncEstimate.confidence` (a Fisher z that also weighs how many
+independent samples the clip has): binding compares tracks on the same frames, where r is the
+direct measure of how strongly a mouth follows a track. On the four single talking clips of
+shared/media the own track beat each of the three others in 12 of 12 pairs, own 0.45-0.66 against
+chance 0.17-0.32. Before lmsync moved to the inner-lip articulation (the mouth darkness and a lag
+curve whose overlap shrank with the lag) talking_face_3 failed (peak r 0.14 below chance 0.35).
+The measure is still weak on clips of a few seconds, so read `chance` beside `own`.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from soul.analysis.faces import FaceAnalyzer, face_tracks
-from soul.analysis.lipsync import DEFAULT_MAX_OFFSET, estimate_offset, speech_band_energy
+from soul.analysis.lipsync import DEFAULT_MAX_OFFSET, articulation, estimate_offset, speech_band_energy
 from soul.analysis.mouth import mouth_series
 from soul.errors import InputError
 
@@ -72,9 +73,9 @@ def chance_shifts(num_frames: int, max_offset: int = DEFAULT_MAX_OFFSET, count: 
     return sorted({int(s) for s in np.round(np.linspace(low, high, count))})
 
 
-def _peak(mouth: np.ndarray, energy: np.ndarray, max_offset: int) -> tuple[float, int]:
+def _peak(mouth: np.ndarray, energy: np.ndarray, max_offset: int) -> tuple[float, int | None]:
     est = estimate_offset(mouth, energy, max_offset=max_offset)
-    return float(est.correlations.max()), int(est.offset)
+    return float(est.correlations.max()), est.offset
 
 
 def bind_people(mouths: Sequence[np.ndarray | None], energies: Sequence[np.ndarray], *,
@@ -125,7 +126,7 @@ def people_metric(frames: Sequence[np.ndarray], fps: float, speaker_audio: Seque
     tracks = face_tracks(frames, analyzer, detect_every=detect_every)  # largest first
     people = sorted(tracks[:expected], key=lambda t: float(np.mean([b.center[0] for b in t.boxes])))
     out: dict[str, Any] = {"people_found": len(tracks), "people_expected": expected}
-    mouths: list[np.ndarray | None] = [mouth_series(frames, analyzer, t) for t in people]
+    mouths: list[np.ndarray | None] = [articulation(mouth_series(frames, analyzer, t)) for t in people]
     mouths += [None] * (expected - len(mouths))
     energies = [speech_band_energy(a, sample_rate, fps, len(frames)) for a in speaker_audio]
     try:

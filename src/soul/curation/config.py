@@ -57,9 +57,12 @@ class AudioQualityConfig(_Section):
 
 
 class SyncConfig(_Section):
-    max_offset: int = Field(15, ge=1, description="frames searched either side")
+    max_offset: int = Field(12, ge=1, description="frames searched either side (a peak at the edge is no estimate)")
     min_speech_ratio: float = Field(0.2, ge=0, le=1, description="below this there is too little speech to sync")
-    shift_min_conf: float = Field(0.3, ge=0, description="lmsync confidence needed before the audio is shifted")
+    shift_min_conf: float = Field(
+        2.1, ge=0, description="lmsync confidence (Fisher z) needed before an offset is acted on; 2.1 = soul.analysis.lipsync.MIN_CONFIDENCE, "
+        "chosen on tuning clips as the 95th percentile of foreign-audio pairs")
+    min_abs_offset: int = Field(2, ge=0, description="offsets below this are left alone: lmsync is tested to ±1 frame on clips recorded in sync")
     max_abs_offset: int = Field(6, ge=0, description="offsets beyond this are not corrected (and drop if drop_out_of_sync)")
     drop_out_of_sync: bool = False
     syncnet_weights: str | None = Field(None, description="path of syncnet_v2.model")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-PIPELINE_VERSION = "soul-data/2"  # 2: faces at 1 fps on grey frames, clips copied (edit list), trimmed_frames
+PIPELINE_VERSION = "soul-data/3"  # 2: faces at 1 fps on grey frames, clips copied (edit list), trimmed_frames; 3: lmsync articulation, Fisher-z confidence
 
 SCHEMA = pa.schema(
     [

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from soul.analysis import FaceAnalyzer, FaceTrack, face_tracks, lmsync, mouth_series
+from soul.analysis import FaceAnalyzer, FaceTrack, SyncEstimate, face_tracks, lmsync, mouth_series
 from soul.curation.config import CurationConfig
 from soul.curation.decode import ANALYSIS_MAX_SIDE, analysis_frames, shot_frames
 from soul.curation.records import PIPELINE_VERSION, drop, new_record
@@ -336,22 +336,29 @@ def stage_sync(ctx: ClipContext, rec: dict, cfg: CurationConfig) -> None:
         rec["lmsync_reason"] = "no face to sync"
         return
     n = len(ctx.frames)
-    max_offset = min(sc.max_offset, (n - 8) // 3)
+    max_offset = min(sc.max_offset, (n - 8) // 4)  # what the clip's length allows (lipsync.min_frames)
     if max_offset < 2:
         rec["lmsync_reason"] = f"clip too short to sync ({n} frames)"
         return
-    best: tuple[int, float, int] | None = None
+    best: tuple[SyncEstimate, int] | None = None
     for face, track in enumerate(ctx.tracks[:4]):
         est = lmsync(mouth_series(ctx.frames, ctx.analyzer, track), ctx.audio, ctx.sample_rate, ctx.fps, max_offset=max_offset)
-        if best is None or est.confidence > best[1]:
-            best = (est.offset, est.confidence, face)
+        if best is None or est.confidence > best[0].confidence:
+            best = (est, face)
     assert best is not None
-    rec["lmsync_offset"], rec["lmsync_conf"], rec["speaker_face"] = best[0], round(best[1], 6), best[2]
-    confident = best[1] >= sc.shift_min_conf
-    if confident and abs(best[0]) <= sc.max_abs_offset:
-        rec["audio_shift_frames"] = best[0]
-    elif confident and sc.drop_out_of_sync:
-        drop(rec, "sync", f"out of sync (lmsync offset {best[0]} frames, |offset| > {sc.max_abs_offset})")
+    est, rec["speaker_face"] = best
+    rec["lmsync_offset"], rec["lmsync_conf"] = est.offset, round(est.confidence, 6)
+    if est.offset is None:
+        rec["lmsync_reason"] = est.reason
+        return
+    if not est.confident(sc.shift_min_conf):
+        rec["lmsync_reason"] = f"confidence {est.confidence:.2f} < sync.shift_min_conf {sc.shift_min_conf}: offset not acted on"
+    elif abs(est.offset) < sc.min_abs_offset:
+        rec["lmsync_reason"] = f"|offset| < sync.min_abs_offset {sc.min_abs_offset}: within the estimator's precision, left alone"
+    elif abs(est.offset) <= sc.max_abs_offset:
+        rec["audio_shift_frames"] = est.offset
+    elif sc.drop_out_of_sync:
+        drop(rec, "sync", f"out of sync (lmsync offset {est.offset} frames, |offset| > {sc.max_abs_offset})")
 
 
 def stage_motion(ctx: ClipContext, rec: dict, cfg: CurationConfig) -> None:
