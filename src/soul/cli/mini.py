@@ -91,6 +91,7 @@ def clips_cmd(
     media: Path = typer.Option(None, "--media", help="A media folder laid out like ../shared/media: --speech-fraction of the clips speak its training recordings instead of babble."),
     speech_fraction: float = typer.Option(0.5, "--speech-fraction", help="Share of the clips (chosen by seed) that speak real speech when --media is given, 0..1."),
     people: str = typer.Option("1", "--people", help="People per clip, e.g. 1 or 1,2,3,4 (each clip draws one of the numbers by seed); several stand side by side in a frame --size high and N x --size wide, each speaking in their own turns."),
+    voices: int = typer.Option(0, "--voices", help="With --media: also synthesise this many espeak-ng voices (random languages, variants, rates, pitches; Debian's espeak-ng package) for half of the speech, with background noise and wider loudness on half of it."),
 ) -> None:
     """Draw talking clips whose mouths follow their audio and write them as `soul data`-style shards.
 
@@ -111,6 +112,9 @@ def clips_cmd(
         raise InputError(f"--speech-fraction {speech_fraction:g}", "must be between 0 and 1", "e.g. --speech-fraction 0.5")
     if media is not None:
         _directory(media, "media folder", "give a folder laid out like ../shared/media (audio/, clips/)")
+    _at_least("--voices", voices, 0, "200")
+    if voices and media is None:
+        raise InputError(f"--voices {voices}", "mixes synthesised voices into the real recordings of --media", "give --media ../shared/media too")
     counts = _people_counts(people)
 
     from soul.miniature.clips import write_clip_shards
@@ -122,6 +126,8 @@ def clips_cmd(
             pool = SpeechPool.from_media(media)
         except FileNotFoundError:
             raise InputError(media, "holds none of the training recordings", "give a folder laid out like ../shared/media (audio/, clips/)") from None
+        if voices:
+            pool = pool.with_voices(voices, seed)
     for path in write_clip_shards(out, clips, seconds, fps, size, seed, speech=pool, speech_fraction=speech_fraction, people=counts):
         typer.echo(str(path))
 

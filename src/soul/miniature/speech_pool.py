@@ -37,6 +37,20 @@ class SpeechPool:
             raise ValueError("no recording of at least one second in the speech pool")
         self.tracks = [t for t, _ in usable]
         self.names = [n for _, n in usable]
+        self.voices: list[np.ndarray] = []  # synthesised voices (`with_voices`), drawn from apart
+        self.voice_share = 0.0
+        self.noise_share = 0.0
+
+    def with_voices(self, count: int, seed: int = 0, *, voice_share: float = 0.5, noise_share: float = 0.5) -> SpeechPool:
+        """This pool plus `count` espeak-ng voices (`soul.miniature.tts`): a `voice_share` of the pieces
+        come from them, and a `noise_share` of the segments get background noise at 5-35 dB SNR, with
+        a wider loudness range, so the model meets voices, rooms and levels the six recordings lack."""
+        from soul.miniature.tts import espeak_track
+
+        pool = SpeechPool(self.tracks, self.names)
+        pool.voices = [load_normalised(espeak_track(seed * 1_000_003 + k)[0]) for k in range(count)]
+        pool.voice_share, pool.noise_share = voice_share, noise_share
+        return pool
 
     @classmethod
     def from_media(cls, media: str | Path, files: Sequence[str] = TRAIN_SPEECH) -> SpeechPool:
@@ -52,12 +66,34 @@ class SpeechPool:
         n = int(round(seconds * AUDIO_RATE))
         parts, have = [], 0
         pieces = 1 if rng.random() < 0.5 else 2
+        varied = bool(self.voices)
         for k in range(pieces):
             want = n - have if k == pieces - 1 else int(rng.uniform(0.3, 0.7) * n)
-            track = self.tracks[int(rng.integers(len(self.tracks)))]
+            source = self.voices if varied and rng.random() < self.voice_share else self.tracks
+            track = source[int(rng.integers(len(source)))]
             start = int(rng.integers(0, max(1, track.shape[0] - want)))
             piece = track[start : start + want]
-            parts.append(piece * float(10 ** (rng.uniform(-6, 3) / 20)))
+            parts.append(piece * float(10 ** (rng.uniform(-12, 4) / 20 if varied else rng.uniform(-6, 3) / 20)))
             have += piece.shape[0]
-        out = np.concatenate(parts)
-        return np.pad(out, (0, max(0, n - out.shape[0])))[:n].astype(np.float32)
+        out = np.pad(np.concatenate(parts), (0, max(0, n - sum(p.shape[0] for p in parts))))[:n]
+        if varied and rng.random() < self.noise_share:
+            out = add_noise(out, float(rng.uniform(5, 35)), rng)
+        return out.astype(np.float32)
+
+
+def load_normalised(samples: np.ndarray) -> np.ndarray:
+    """Loudness-normalised as `load_audio` leaves the recordings (so the shares mean the same levels)."""
+    from soul.media.audio import normalize_loudness
+
+    return normalize_loudness(np.asarray(samples, dtype=np.float32), AUDIO_RATE)
+
+
+def add_noise(samples: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
+    """White or brown-ish (room rumble) noise at `snr_db` under the speech's RMS."""
+    noise = rng.standard_normal(samples.shape[0])
+    if rng.random() < 0.5:
+        noise = np.cumsum(noise)
+        noise -= np.convolve(noise, np.ones(401) / 401, mode="same")  # keep it from wandering off
+    rms = float(np.sqrt(np.mean(samples.astype(np.float64) ** 2))) or 1e-3
+    noise *= rms / (float(np.sqrt(np.mean(noise ** 2))) or 1.0) * 10 ** (-snr_db / 20)
+    return samples + noise
