@@ -115,6 +115,8 @@ def test_defaults_are_the_library_defaults() -> None:
         ["train-vae", "{tmp}/out", "--eval-frames", "21"],
         ["train-vae", "{tmp}/out", "--decode-from", "median"],
         ["train-vae", "{tmp}/out", "--init", "{tmp}"],
+        ["train-vae", "{tmp}/out", "--spatial-factor", "4"],
+        ["clips", "{tmp}/out", "--voices", "-1"],
         ["assemble", "{tmp}/no-vae", "{tmp}/out"],
         ["export", "{tmp}/no-init", "{tmp}", "{tmp}/out"],
         ["pack", "{tmp}/no-checkpoint"],

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from diffusers import AutoencoderKLWan
 
@@ -73,6 +74,21 @@ def test_decoder_only_training_on_groups_keeps_the_latent_space(tmp_path: Path) 
     changed = {k.split(".")[0] for k, v in after.state_dict().items() if not torch.equal(v, before[k])}
     assert changed and changed <= {"decoder", "post_quant_conv"}, changed
     assert after.config.latents_std == [3.0] * 48  # the encoder's statistics are kept, not re-measured
+
+
+def test_an_8x_vae_gives_8x8_latents_and_inflates() -> None:
+    """--spatial-factor 8: two downsampling stages, both temporal too (4x in time as before)."""
+    cfg = _tiny_vae_cfg(spatial_factor=8, dim_mult=[1, 1, 1])
+    vae = build_mini_vae(cfg).eval()
+    frames = torch.zeros(1, 3, 9, 64, 64)
+    with torch.no_grad():
+        inflate_image_vae(vae)
+        z = vae.encode(frames).latent_dist.mode()
+        assert z.shape == (1, 48, 3, 8, 8) and vae.decode(z).sample.shape == frames.shape
+    with pytest.raises(ValueError, match="spatial_factor 8"):
+        _tiny_vae_cfg(spatial_factor=8)  # four dim_mult entries are three stages: 16x
+    with pytest.raises(ValueError, match="spatial_factor 12"):
+        _tiny_vae_cfg(spatial_factor=12)
 
 
 def test_inflation_turns_an_image_vae_into_per_frame_encoding_and_duplicating_decoding() -> None:

@@ -151,6 +151,7 @@ def train_vae_cmd(
     framing: str = typer.Option("close-up", "--framing", help="close-up: faces fill the frame; mixed: faces at the group world's sizes in their slot (people further back)."),
     trainable: str = typer.Option("all", "--trainable", help="all, or decoder: keep the encoder and its latent space (a trained transformer stays valid)."),
     threads: int = typer.Option(1, "--threads", help="CPU threads for torch (small models on CPU: 1 is often fastest)."),
+    spatial_factor: int = typer.Option(16, "--spatial-factor", help="16 (Wan2.2's, 4x4 latents for 64x64 frames) or 8 (8x8 latents; keeps the mouths' lip sync, docs/miniature.md). --init must have the same."),
 ) -> None:
     """Train the miniature VAE (the Wan2.2 layout at a small width) on drawn talking clips.
 
@@ -182,11 +183,15 @@ def train_vae_cmd(
     if init is not None:
         _directory(init, "a trained VAE directory", "give the vae/ directory of an earlier run, e.g. --init runs/mini-vae-img/vae", needs="config.json")
 
+    if spatial_factor not in (8, 16):
+        raise InputError(f"--spatial-factor {spatial_factor}", "must be 16 or 8", "e.g. --spatial-factor 8")
+
     import torch
 
     from soul.miniature.vae_trainer import VAETrainConfig, train_vae
 
     cfg = VAETrainConfig(
+        spatial_factor=spatial_factor, dim_mult=[1, 2, 2] if spatial_factor == 8 else [1, 2, 4, 4],
         max_steps=steps, max_minutes=minutes, pool_clips=pool_clips, batch_size=batch_size, lr=lr, eval_every=eval_every,
         decode_from=decode_from, window=window, eval_frames=eval_frames, init=str(init) if init is not None else None,
         mouth_weight=mouth_weight, temporal_weight=temporal_weight, inflate=inflate, framing=framing, trainable=trainable,

@@ -44,6 +44,10 @@ class VAETrainConfig:
     base_dim: int = 16
     decoder_base_dim: int = 24
     dim_mult: list[int] = field(default_factory=lambda: [1, 2, 4, 4])
+    # 16: Wan2.2's spatial factor (3 downsampling stages, the first spatial only, + patch 2): 4x4
+    # latents for 64x64 frames. 8: 2 stages, both also temporal (`dim_mult` [1, 2, 2]): 8x8 latents,
+    # whose mouths keep the drawn lip sync (docs/miniature.md, "Voices it never heard").
+    spatial_factor: int = 16
     num_res_blocks: int = 1
     size: int = 64
     fps: float = 16.0
@@ -78,6 +82,11 @@ class VAETrainConfig:
     # stays as it is, only the decoder learns to draw what the latents already hold.
     trainable: str = "all"
 
+    def __post_init__(self) -> None:
+        stages = {16: 3, 8: 2}
+        if self.spatial_factor not in stages or len(self.dim_mult) - 1 != stages[self.spatial_factor]:
+            raise ValueError(f"spatial_factor {self.spatial_factor} with dim_mult {self.dim_mult}: use 16 with 4 entries or 8 with 3")
+
     def vae_kwargs(self) -> dict:
         """Constructor kwargs of `AutoencoderKLWan` in the Wan2.2 layout at this width."""
         return {
@@ -87,13 +96,13 @@ class VAETrainConfig:
             "dim_mult": list(self.dim_mult),
             "num_res_blocks": self.num_res_blocks,
             "attn_scales": [],
-            "temperal_downsample": [False, True, True],
+            "temperal_downsample": [False, True, True] if self.spatial_factor == 16 else [True, True],
             "is_residual": True,
             "in_channels": 12,
             "out_channels": 12,
             "patch_size": 2,
             "scale_factor_temporal": 4,
-            "scale_factor_spatial": 16,
+            "scale_factor_spatial": self.spatial_factor,
             "latents_mean": [0.0] * 48,
             "latents_std": [1.0] * 48,
         }
