@@ -16,6 +16,7 @@ from soul.miniature.drift import (
     identity_descriptor,
     identity_distance,
     palette_masks,
+    portrait_curves,
 )
 from soul.miniature.portrait import FaceParams, draw_face, random_face
 
@@ -108,3 +109,20 @@ def test_distance_to_portrait_separates_the_person_from_another(clip: DrawnClip)
     other = distance_to_portrait(draw_clip(4, 2.0).frames, clip.face, portrait)
     assert own["identity_distance"] < 0.03 and own["colour_difference"] < 1.0 and own["palette_difference"] < 0.1
     assert other["identity_distance"] > 5 * own["identity_distance"] and other["colour_difference"] > 5.0 and other["palette_difference"] > 10.0
+
+
+def test_portrait_curves_see_eyes_that_are_gone(clip: DrawnClip) -> None:
+    """Eyes painted over with skin: far from the portrait in the eye band, not in the rest of the face."""
+    from soul.miniature.drift import _eye_band
+
+    portrait = np.asarray(draw_face(clip.face, 64))
+    own = portrait_curves(clip.frames, clip.face, portrait, clip.fps, window_seconds=3.0)
+    assert own["start_seconds"] == [0.0, 3.0] and max(own["eyes"]) < 0.05 and max(own["identity"]) < 0.03
+    eye_y, eye_r = _eye_band(clip.face, 64, 0.0)
+    x0, _, x1, _ = face_box(clip.face, 64)
+    blind = clip.frames.copy()
+    skin = clip.frames[0, int(eye_y + 2 * eye_r), int((x0 + x1) / 2)]  # a cheek pixel below the eyes
+    blind[:, int(eye_y - eye_r) : int(eye_y + eye_r) + 1, int(x0) + 2 : int(x1) - 2] = skin
+    gone = portrait_curves(blind, clip.face, portrait, clip.fps, window_seconds=3.0)
+    assert min(gone["eyes"]) > 2 * max(own["eyes"])
+    assert max(gone["identity"]) < 2 * max(own["identity"]) + 0.01  # the identity mask leaves the eyes out

@@ -64,6 +64,8 @@ def test_make_demo_talks(tmp_path: Path, seed: int) -> None:
     assert summary["face_seed"] == HELD_OUT_SEED + seed
     assert summary["weights"] == "shipped mini" and summary["note"] == ""
     assert summary["lipsync_r"] >= 0.5 and abs(summary["lipsync_r_mismatched"]) <= 0.25, summary
+    portrait = summary["to_portrait"]  # distances to the portrait; the measure tells this person from another
+    assert portrait["drawn_eyes"] < portrait["eyes"] < portrait["other_eyes"] and len(portrait["video"]["eyes"]) == 2, portrait
     video = read_video(summary["output"])
     assert video.num_frames == 192 and video.has_audio
     frames = video.read_all()

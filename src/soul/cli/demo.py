@@ -121,6 +121,12 @@ def demo(
     if len(drift["start_seconds"]) > 1:
         typer.echo(f"drift vs the first {drift['window_seconds']:.0f} s: identity {drift['identity_end']:.4f}, colour {drift['colour_end']:.2f} dE (last window)")
     typer.echo(f"flicker: {scores['flicker']:.3f}")
+    portrait_scores = scores["to_portrait"]
+    typer.echo(
+        f"to the portrait (mean over {portrait_scores['video']['window_seconds']:.0f} s windows): eyes {portrait_scores['eyes']:.4f}, "
+        f"face {portrait_scores['identity']:.4f}; the drawn clip of this face and audio: eyes {portrait_scores['drawn_eyes']:.4f}, "
+        f"face {portrait_scores['drawn_identity']:.4f}; another person's portrait: eyes {portrait_scores['other_eyes']:.4f}"
+    )
     if note:
         typer.echo(note)
 
@@ -243,10 +249,13 @@ def score_demo(video_path: Path, face: object, speech: Path, seed: int) -> dict:
     """The demo's scores, read back from the written MP4 as a user (or the benchmark) would see it."""
     from soul.media.audio import MODEL_SAMPLE_RATE, load_audio
     from soul.media.video import read_video
-    from soul.miniature.scores import score_drawn_video
+    from soul.miniature.portrait import HELD_OUT_SEED
+    from soul.miniature.scores import score_drawn_video, score_portrait
 
     reader = read_video(video_path)
-    scores = score_drawn_video(reader.read_all(), float(reader.fps), face, load_audio(speech, MODEL_SAMPLE_RATE).samples, seed)  # type: ignore[arg-type]
+    frames, fps, audio = reader.read_all(), float(reader.fps), load_audio(speech, MODEL_SAMPLE_RATE).samples
+    scores = score_drawn_video(frames, fps, face, audio, seed)  # type: ignore[arg-type]
+    scores["to_portrait"] = score_portrait(frames, fps, HELD_OUT_SEED + seed, audio)
     return {**scores, **{k: round(scores[k], 4) for k in ("lipsync_r", "lipsync_r_mismatched", "flicker")}}
 
 

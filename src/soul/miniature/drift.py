@@ -72,6 +72,15 @@ def _descriptor_mask(face: FaceParams, size: int) -> np.ndarray:
     return mask
 
 
+def _eye_mask(face: FaceParams, size: int) -> np.ndarray:
+    """[16, 16] weights over the face box: 1 in the band of both eyes and brows, 0 elsewhere."""
+    x0, y0, x1, y1 = face_box(face, size)
+    ys = y0 + (np.arange(DESCRIPTOR_SIZE) + 0.5) * (y1 - y0) / DESCRIPTOR_SIZE
+    eye_y, eye_r = _eye_band(face, size, 0.0)
+    band = (np.abs(ys - eye_y) <= eye_r).astype(np.float32)
+    return np.repeat(band[:, None], DESCRIPTOR_SIZE, axis=1)
+
+
 def _area_matrix(length: int, out: int) -> np.ndarray:
     """[out, length] averaging weights: row i averages bin i of `length` pixels (at least one pixel)."""
     edges = np.linspace(0, length, out + 1).astype(int)
@@ -267,6 +276,27 @@ def drift_curves(frames: np.ndarray | Iterable[np.ndarray], face: FaceParams, fp
         out[f"{name}_max"] = round(max(curve), digits)
     out["palette_by_region"] = {k: _rounded(v, 4) for k, v in regions.items()}
     return out
+
+
+def portrait_curves(frames: np.ndarray, face: FaceParams, portrait: np.ndarray, fps: float, *, window_seconds: float = 10.0) -> dict:
+    """Per `window_seconds` window, how far the video is from its portrait: `identity` (the face
+    outside the mouth and eyes, as `distance_to_portrait`) and `eyes` (the band of both eyes and
+    brows, where the mini VAE loses the portrait first). Both on the mean of the window's frames,
+    so blinks and head sway weigh little; read them against a drawn clip of the same face, which
+    blinks and sways too (`soul demo` reports both)."""
+    per_window = max(1, int(round(window_seconds * fps)))
+    reference = _summed(np.asarray(portrait), face)
+    starts = list(range(0, frames.shape[0], per_window))
+    if len(starts) > 1 and frames.shape[0] - starts[-1] < per_window / 2:
+        starts.pop()  # a short last window joins the one before it
+    bounds = list(zip(starts, starts[1:] + [frames.shape[0]]))
+    identity_mask, eye_mask = _descriptor_mask(face, reference.size), _eye_mask(face, reference.size)
+    curves: dict = {"window_seconds": window_seconds, "start_seconds": [round(a / fps, 3) for a, _ in bounds], "identity": [], "eyes": []}
+    for a, b in bounds:
+        window = _summed(frames[a:b], face)
+        curves["identity"].append(round(_identity(window, reference, identity_mask), 5))
+        curves["eyes"].append(round(_identity(window, reference, eye_mask), 5))
+    return curves
 
 
 def distance_to_portrait(frames: np.ndarray | Iterable[np.ndarray], face: FaceParams, portrait: np.ndarray) -> dict[str, float]:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from soul.bench.metrics import clip_from_frames, flicker
-from soul.miniature.drift import drift_curves
+from soul.miniature.drift import drift_curves, portrait_curves
 from soul.miniature.lipsync import score_lipsync, score_mismatched
 from soul.miniature.portrait import FaceParams
 
@@ -35,4 +35,34 @@ def score_drawn_video(frames: np.ndarray, fps: float, face: FaceParams, audio: n
     }
 
 
-__all__ = ["score_drawn_video"]
+def score_portrait(frames: np.ndarray, fps: float, face_seed: int, audio: np.ndarray) -> dict[str, Any]:
+    """How far the video stays from its portrait, per window, beside what the drawing itself scores.
+
+    `video`: `portrait_curves` of the video against the portrait of `random_face(face_seed)`;
+    `drawn`: the same for the drawn clip of that face speaking the same audio (it moves its mouth,
+    blinks and sways, so its distance is the floor a perfect model reaches); `other_portrait`: the
+    video against another person's portrait (the negative control: a measure that cannot tell
+    people apart scores this as low as the rest). The top-level numbers are window means.
+    """
+    from soul.miniature.clips import draw_clip
+    from soul.miniature.portrait import draw_face, random_face
+
+    size = frames.shape[1]
+    window = _drift_window(frames.shape[0] / fps)
+    face = random_face(face_seed)
+    portrait = np.asarray(draw_face(face, size))
+    drawn = draw_clip(face_seed, frames.shape[0] / fps, fps, size, audio=audio).frames
+    other = np.asarray(draw_face(random_face(face_seed + 7919), size))
+    curves = {
+        "video": portrait_curves(frames, face, portrait, fps, window_seconds=window),
+        "drawn": portrait_curves(drawn, face, portrait, fps, window_seconds=window),
+        "other_portrait": portrait_curves(frames, face, other, fps, window_seconds=window),
+    }
+    mean = {name: {k: round(float(np.mean(c[k])), 5) for k in ("identity", "eyes")} for name, c in curves.items()}
+    return {
+        **curves, "identity": mean["video"]["identity"], "eyes": mean["video"]["eyes"],
+        "drawn_identity": mean["drawn"]["identity"], "drawn_eyes": mean["drawn"]["eyes"], "other_eyes": mean["other_portrait"]["eyes"],
+    }
+
+
+__all__ = ["score_drawn_video", "score_portrait"]
