@@ -37,7 +37,7 @@ class SpeechPool:
             raise ValueError("no recording of at least one second in the speech pool")
         self.tracks = [t for t, _ in usable]
         self.names = [n for _, n in usable]
-        self.voices: list[np.ndarray] = []  # synthesised voices (`with_voices`), drawn from apart
+        self.voices: list[np.ndarray] = []  # synthesised voices (`with_voices`), kept apart from the recordings
         self.voice_share = 0.0
         self.noise_share = 0.0
 
