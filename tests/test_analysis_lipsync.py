@@ -1,8 +1,9 @@
 """The lmsync estimator: exact behaviour on synthetic series, and the test set of real clips.
 
 The real clips of ../shared/media are the estimator's **test set**: its design and its confidence
-threshold were chosen on other clips (the tuning set named in `soul.analysis.lipsync`). They are
-in sync as recorded, so what is checked is absolute, not relative to the unshifted estimate:
+threshold were chosen on other clips (the tuning set named in `soul.analysis.lipsync`, which also
+says where this set leaked in). They are in sync as recorded, so what is checked is absolute, not
+relative to the unshifted estimate:
 
 - every clip's own offset is within ±1 frame of 0, with a confidence that clears the threshold;
 - advancing the audio by k = ±3..8 frames gives k ± 1 (the video now lags the audio by k);

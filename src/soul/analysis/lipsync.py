@@ -28,9 +28,11 @@ public repositories (KwaiVGI/LivePortrait ``assets/examples/driving`` d6, d9, d1
 OpenTalker/video-retalking ``examples/face`` 4, 5) against 11 foreign voices; on those, the
 articulation from dlib's lips ranked the clip's own audio above a foreign voice in 83 of 88 pairs
 (in the exploratory pass that chose it: the gap alone 81, mediapipe's face-mesh lip gap 81, the
-mouth darkness this replaced 78). The test set is the talking clips of ../shared/media (`tests/test_analysis_lipsync.py`); talking_face_1 and the TV
-host were also looked at while the fixed overlap was first tried, before the tuning clips existed.
-See docs/data.md for the figures of both sets.
+mouth darkness this replaced 78). The test set is the talking clips of ../shared/media
+(`tests/test_analysis_lipsync.py`). It leaked in twice: the fixed overlap was first tried on two
+of its clips, and the lip gap alone failed on it (talking_face_2's lips rest half open through
+pauses), which is what suggested adding the speed; the tuning set then preferred it. docs/data.md
+gives the order of the choices and both sets' figures.
 
 Sign convention (SyncNet's): ``offset > 0`` means the video lags the audio by that many frames
 (the sound of a syllable comes before the mouth shows it). To cancel a measured offset, delay the
