@@ -95,7 +95,10 @@ class Group:
     def wait(self, job_id: str, until: object, timeout: float = 120.0) -> dict:
         deadline = time.monotonic() + timeout
         while True:
-            job = self.client.get(f"/v1/jobs/{job_id}").json()
+            try:
+                job = self.client.get(f"/v1/jobs/{job_id}").json()
+            except httpx.TransportError as err:  # the server is gone: say why (its log, a native crash's stacks)
+                raise AssertionError(f"the group stopped answering ({err}), exit {self.proc.poll()}:\n{self.tail()}") from err
             if until(job):  # type: ignore[operator]
                 return job
             assert time.monotonic() < deadline, f"job stuck at {job}\n{self.tail()}"

@@ -23,7 +23,9 @@ import httpx
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 START_S = 60.0
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+# PYTHONFAULTHANDLER: a server process killed by a native crash (a signal) leaves every thread's
+# Python stack in its log, which the tests print when they fail.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
 
 
 def free_port() -> int:
