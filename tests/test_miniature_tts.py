@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from soul.miniature.speech_pool import SpeechPool, add_noise
+from soul.miniature.speech_pool import CHANNELS, SpeechPool, add_noise, transmission_channel
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +48,37 @@ def test_a_pool_with_voices_mixes_them_in_with_noise(espeak: None) -> None:
     assert np.mean(np.abs(a) < 1e-4) > 0.01
     unvaried = real.segment(2.0, np.random.default_rng(5))
     assert np.array_equal(unvaried, SpeechPool(real.tracks, real.names).segment(2.0, np.random.default_rng(5)))
+
+
+def test_the_mouth_follows_the_speech_while_the_soundtrack_carries_noise_and_a_channel(espeak: None) -> None:
+    from soul.miniature.clips import draw_clip
+
+    real = SpeechPool([np.zeros(48_000, np.float32)], ["silent"])  # every piece from the voices below
+    pool = real.with_voices(2, seed=4, voice_share=1.0, noise_share=1.0)
+    speech = pool.segment(2.0, np.random.default_rng(2))
+    heard = pool.hear(speech, np.random.default_rng(3))
+    assert heard.shape == speech.shape and not np.allclose(heard, speech)
+    clean, noisy = draw_clip(9, 2.0, audio=speech), draw_clip(9, 2.0, audio=speech, heard=heard)
+    assert np.array_equal(clean.frames, noisy.frames) and np.array_equal(clean.mouth_open, noisy.mouth_open)
+    assert np.array_equal(noisy.audio, heard) and np.array_equal(clean.audio, speech)
+    # a pool without voices hears the speech as it is and draws nothing from the generator
+    rng = np.random.default_rng(7)
+    assert real.hear(speech, rng) is speech and rng.random() == np.random.default_rng(7).random()
+
+
+def test_every_channel_keeps_the_level_and_changes_the_sound() -> None:
+    t = np.arange(32_000) / 16_000
+    speech = (np.sin(2 * np.pi * 180 * t) + 0.5 * np.sin(2 * np.pi * 2500 * t) + 0.3 * np.sin(2 * np.pi * 6000 * t)) * (np.sin(2 * np.pi * 3 * t) > 0)
+    seen = set()
+    for seed in range(60):
+        rng = np.random.default_rng(seed)
+        kind = CHANNELS[int(np.random.default_rng(seed).integers(len(CHANNELS)))]
+        out = transmission_channel(speech, rng)
+        seen.add(kind)
+        assert out.dtype == np.float32 and out.shape == speech.shape and np.all(np.isfinite(out))
+        assert abs(np.sqrt(np.mean(out.astype(np.float64) ** 2)) / np.sqrt(np.mean(speech ** 2)) - 1) < 1e-3, kind
+        assert np.allclose(out, speech, atol=1e-5) == (kind == "direct"), kind
+    assert seen == set(CHANNELS)
 
 
 def test_noise_is_added_at_the_asked_snr() -> None:

@@ -74,15 +74,24 @@ def speech_features(audio: np.ndarray, num_frames: int, fps: float, lead_s: floa
     return opening.astype(np.float32), roundness.astype(np.float32)
 
 
-def draw_clip(seed: int, seconds: float, fps: float = 16.0, size: int = 64, audio: np.ndarray | None = None) -> DrawnClip:
-    """One talking clip, deterministic by seed; `audio` (16 kHz) replaces the synthesised speech."""
+def draw_clip(
+    seed: int, seconds: float, fps: float = 16.0, size: int = 64, audio: np.ndarray | None = None, heard: np.ndarray | None = None,
+) -> DrawnClip:
+    """One talking clip, deterministic by seed; `audio` (16 kHz) replaces the synthesised speech.
+
+    The mouth follows `audio`; the clip's soundtrack is `heard` when given (the same speech through
+    noise and a channel: `SpeechPool.hear`), else `audio`.
+    """
     rng = np.random.default_rng([seed, 7])
     face = random_face(seed)
     if audio is None:
         audio = synthesize_babble(seconds, AUDIO_RATE, seed=seed)
     n = int(round(seconds * fps))
-    audio = np.pad(audio, (0, max(0, int(round(seconds * AUDIO_RATE)) - audio.shape[0])))[: int(round(seconds * AUDIO_RATE))]
+    samples = int(round(seconds * AUDIO_RATE))
+    audio = np.pad(audio, (0, max(0, samples - audio.shape[0])))[:samples]
     opening, roundness = speech_features(audio, n, fps)
+    if heard is not None:
+        audio = np.pad(heard, (0, max(0, samples - heard.shape[0])))[:samples]
     t = np.arange(n) / fps
     sway = rng.uniform(0, 2 * np.pi, 2)
     dx = 0.015 * np.sin(2 * np.pi * 0.25 * t + sway[0])
@@ -147,7 +156,8 @@ def write_clip_shards(
                 voices: list[np.ndarray] = []
                 if count == 1:
                     audio = speech.segment(seconds, pick) if use_speech and speech is not None else None
-                    clip = draw_clip(clip_seed, seconds, fps, size, audio=audio)
+                    heard = speech.hear(audio, pick) if audio is not None and speech is not None else None
+                    clip = draw_clip(clip_seed, seconds, fps, size, audio=audio, heard=heard)
                     frames, mix = clip.frames, clip.audio
                     extra: dict = {"category": "portrait", "caption": CAPTION, "mouth_box": list(clip.mouth_box)}
                 else:

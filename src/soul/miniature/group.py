@@ -126,8 +126,9 @@ def draw_group_clip(
         person_seed = seed * MAX_PEOPLE + k
         voice = speech.segment(seconds, rng) if speech is not None else synthesize_babble(seconds, AUDIO_RATE, seed=person_seed)
         voice = np.pad(voice, (0, max(0, n_samples - voice.shape[0])))[:n_samples] * speaking_turns(seconds, rng)
+        heard = speech.hear(voice.astype(np.float32), rng) if speech is not None else None
         drawn = max(16, int(round(size * SIZE_CHOICES[int(rng.integers(len(SIZE_CHOICES)))] / 2)) * 2)
-        clip = draw_clip(person_seed, seconds, fps, drawn, audio=voice.astype(np.float32))
+        clip = draw_clip(person_seed, seconds, fps, drawn, audio=voice.astype(np.float32), heard=heard)
         canvas = np.empty((clip.frames.shape[0], size, size, 3), np.uint8)
         canvas[:] = clip.frames[:, :1, :1]  # the person's own background colour
         x_in = (size - drawn) // 2

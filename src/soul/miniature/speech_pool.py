@@ -43,8 +43,9 @@ class SpeechPool:
 
     def with_voices(self, count: int, seed: int = 0, *, voice_share: float = 0.5, noise_share: float = 0.5) -> SpeechPool:
         """This pool plus `count` espeak-ng voices (`soul.miniature.tts`): a `voice_share` of the pieces
-        come from them, and a `noise_share` of the segments get background noise at 5-35 dB SNR, with
-        a wider loudness range, so the model meets voices, rooms and levels the six recordings lack."""
+        come from them, with a wider loudness range, and `hear` gives a `noise_share` of the segments
+        background noise at 5-35 dB SNR and a transmission channel, so the model meets voices, rooms,
+        channels and levels the six recordings lack."""
         from soul.miniature.tts import espeak_track
 
         pool = SpeechPool(self.tracks, self.names)
@@ -76,9 +77,20 @@ class SpeechPool:
             parts.append(piece * float(10 ** (rng.uniform(-12, 4) / 20 if varied else rng.uniform(-6, 3) / 20)))
             have += piece.shape[0]
         out = np.pad(np.concatenate(parts), (0, max(0, n - sum(p.shape[0] for p in parts))))[:n]
-        if varied and rng.random() < self.noise_share:
-            out = add_noise(out, float(rng.uniform(5, 35)), rng)
         return out.astype(np.float32)
+
+    def hear(self, speech: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """What a microphone makes of `speech`: the soundtrack a clip carries, while its mouth follows
+        `speech` itself (lips move with the voice, not with the room's noise or the line's filter).
+
+        A pool without voices hears the speech as it is (and draws nothing from `rng`, so the clips of
+        the shipped recipes stay as they were). A pool `with_voices` gives a `noise_share` of the
+        segments a channel (`transmission_channel`) and noise at 5-35 dB SNR.
+        """
+        if not self.voices or rng.random() >= self.noise_share:
+            return speech
+        heard = transmission_channel(speech, rng)
+        return add_noise(heard, float(rng.uniform(5, 35)), rng).astype(np.float32)
 
 
 def load_normalised(samples: np.ndarray) -> np.ndarray:
@@ -97,3 +109,59 @@ def add_noise(samples: np.ndarray, snr_db: float, rng: np.random.Generator) -> n
     rms = float(np.sqrt(np.mean(samples.astype(np.float64) ** 2))) or 1e-3
     noise *= rms / (float(np.sqrt(np.mean(noise ** 2))) or 1.0) * 10 ** (-snr_db / 20)
     return samples + noise
+
+
+CHANNELS = ("direct", "telephone", "broadcast", "muffled", "tinny", "room", "loudspeaker")
+
+
+def transmission_channel(speech: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """`speech` through one channel of `CHANNELS`, drawn by `rng`, at the input's RMS.
+
+    The held-out voices the lip sync fails on came through such channels (a radio studio's
+    compressor, a news broadcast, a bus's loudspeaker in a reverberant hall), which neither the six
+    clean recordings nor the espeak-ng voices have: band limits, a compressor, a room's tail.
+    """
+    from scipy.signal import butter, fftconvolve, sosfilt
+
+    x = np.asarray(speech, dtype=np.float64)
+    kind = CHANNELS[int(rng.integers(len(CHANNELS)))]
+
+    def band(low: float | None, high: float | None, order: int = 4) -> np.ndarray:
+        if low and high:
+            sos = butter(order, [low, high], btype="bandpass", fs=AUDIO_RATE, output="sos")
+        elif low:
+            sos = butter(order, low, btype="highpass", fs=AUDIO_RATE, output="sos")
+        else:
+            sos = butter(order, high, btype="lowpass", fs=AUDIO_RATE, output="sos")
+        return sosfilt(sos, x)
+
+    def reverb(y: np.ndarray, rt60: float, wet: float) -> np.ndarray:
+        t = np.arange(int(rt60 * AUDIO_RATE)) / AUDIO_RATE
+        tail = rng.standard_normal(t.shape[0]) * np.exp(-6.9 * t / rt60)  # -60 dB at rt60
+        echoes = fftconvolve(y, tail)[: y.shape[0]]
+        echoes *= _rms(y) / (_rms(echoes) or 1.0)
+        return (1 - wet) * y + wet * echoes
+
+    def compress(y: np.ndarray, power: float) -> np.ndarray:
+        peak = float(np.max(np.abs(y))) or 1.0
+        return np.sign(y) * (np.abs(y) / peak) ** power * peak
+
+    if kind == "telephone":
+        y = band(float(rng.uniform(250, 400)), float(rng.uniform(3000, 3600)))
+    elif kind == "broadcast":
+        y = compress(band(float(rng.uniform(60, 150)), float(rng.uniform(5000, 7500))), float(rng.uniform(0.4, 0.7)))
+    elif kind == "muffled":
+        y = band(None, float(rng.uniform(1200, 3500)))
+    elif kind == "tinny":
+        y = band(float(rng.uniform(500, 1200)), None)
+    elif kind == "room":
+        y = reverb(x, float(rng.uniform(0.2, 0.9)), float(rng.uniform(0.2, 0.6)))
+    elif kind == "loudspeaker":
+        y = compress(reverb(band(float(rng.uniform(300, 600)), float(rng.uniform(3000, 5000))), float(rng.uniform(0.5, 1.5)), float(rng.uniform(0.3, 0.7))), 0.6)
+    else:
+        y = x
+    return (y * (_rms(x) / (_rms(y) or 1.0))).astype(np.float32)
+
+
+def _rms(y: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.asarray(y, dtype=np.float64) ** 2)))
