@@ -8,6 +8,12 @@ truth on training clips, and reports R^2 on held-out clips (babble, and real spe
 shared/media/audio has some).
 
 Run: .venv/bin/python benchmarks/miniature_audio_probe.py [--preset mini] [--clips 24]
+
+`--voices` instead fits the read-out (all hidden states) on 64 babble clips and 64 pieces of the
+training recordings (`TRAIN_SPEECH`) and prints Pearson r per held-out voice of
+benchmarks/miniature_voices.py (looped to 20 s), the last line the lowest and the mean.
+`--encoder DIR` probes a pretrained encoder (`soul mini train-audio` writes RUN/audio_encoder)
+instead of the preset's random one.
 """
 
 from __future__ import annotations
@@ -54,10 +60,16 @@ def main() -> None:
     parser.add_argument("--preset", default="mini")
     parser.add_argument("--clips", type=int, default=24)
     parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--encoder", type=Path, default=None, help="a pretrained audio encoder directory")
+    parser.add_argument("--voices", action="store_true", help="r per held-out voice (see above)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    enc = SoulAudioEncoder.build(load_preset(args.preset))
+    config = load_preset(args.preset)
+    enc = SoulAudioEncoder.from_pretrained(args.encoder, config, torch_dtype=torch.float32) if args.encoder else SoulAudioEncoder.build(config)
+    if args.voices:
+        held_out_voices(enc)
+        return
     n = int(args.seconds * FPS)
 
     def data(tracks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -81,6 +93,32 @@ def main() -> None:
         w = ridge(tx, train_y)
         out[name] = {k: round(r2(windowed(x[:, sel].reshape(x.shape[0], -1)), y, w), 3) for k, (x, y) in sets.items()}
     print(json.dumps({"preset": args.preset, "held_out_r2": out}, indent=1))
+
+
+def held_out_voices(enc: SoulAudioEncoder) -> None:
+    from miniature_voices import MEDIA, VOICES
+
+    from soul.miniature.speech_pool import SpeechPool
+
+    def data(tracks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        xs, ys = [], []
+        for a in tracks:
+            m = int(len(a) / 16000 * FPS)
+            xs.append(windowed(features(enc, a, m).reshape(m, -1)))
+            ys.append(speech_features(a, m, FPS)[0])
+        return np.concatenate(xs), np.concatenate(ys)
+
+    rng = np.random.default_rng(0)
+    pool = SpeechPool.from_media(MEDIA)
+    w = ridge(*data([synthesize_babble(3.0, seed=s) for s in range(64)] + [pool.segment(3.0, rng) for _ in range(64)]))
+    rs = []
+    for voice in VOICES:
+        a = load_audio(MEDIA / voice, 16000).samples
+        a = np.tile(a, 20 * 16000 // a.shape[0] + 1)[: 20 * 16000]
+        x, y = data([a])
+        rs.append(float(np.corrcoef(np.concatenate([x, np.ones((x.shape[0], 1))], 1) @ w, y)[0, 1]))
+        print(f"audio_probe {Path(voice).stem}: r {rs[-1]:.3f}", flush=True)
+    print(f"audio_probe lowest r {min(rs):.3f}, mean {np.mean(rs):.3f}")
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ def in_process(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[i
 def test_mini_help_lists_every_command_with_an_example() -> None:
     res = run("mini", "--help")
     assert res.returncode == 0, res.stderr
-    for command in ("clips", "train-vae", "assemble", "export", "pack"):
+    for command in ("clips", "train-vae", "train-audio", "assemble", "export", "pack"):
         assert command in res.stdout
     assert "soul mini clips runs/mini-data" in res.stdout
     top = run("--help")
@@ -118,6 +118,8 @@ def test_defaults_are_the_library_defaults() -> None:
         ["train-vae", "{tmp}/out", "--spatial-factor", "4"],
         ["clips", "{tmp}/out", "--voices", "-1"],
         ["assemble", "{tmp}/no-vae", "{tmp}/out"],
+        ["train-audio", "{tmp}/out", "--media", "{tmp}/no-media"],
+        ["train-audio", "{tmp}/out", "--media", "{tmp}", "--steps", "0"],
         ["export", "{tmp}/no-init", "{tmp}", "{tmp}/out"],
         ["pack", "{tmp}/no-checkpoint"],
         ["pack", "{tmp}", "--info", "{tmp}/missing.json"],

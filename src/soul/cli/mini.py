@@ -91,7 +91,7 @@ def clips_cmd(
     media: Path = typer.Option(None, "--media", help="A media folder laid out like ../shared/media: --speech-fraction of the clips speak its training recordings instead of babble."),
     speech_fraction: float = typer.Option(0.5, "--speech-fraction", help="Share of the clips (chosen by seed) that speak real speech when --media is given, 0..1."),
     people: str = typer.Option("1", "--people", help="People per clip, e.g. 1 or 1,2,3,4 (each clip draws one of the numbers by seed); several stand side by side in a frame --size high and N x --size wide, each speaking in their own turns."),
-    voices: int = typer.Option(0, "--voices", help="With --media: also synthesise this many espeak-ng voices (random languages, variants, rates, pitches; Debian's espeak-ng package) for half of the speech, with background noise and wider loudness on half of it."),
+    voices: int = typer.Option(0, "--voices", help="With --media: also synthesise this many espeak-ng voices (random languages, variants, rates, pitches; Debian's espeak-ng package) for half of the speech, with wider loudness, and on half of the clips a transmission channel and background noise in the soundtrack (the drawn mouth follows the clean speech)."),
 ) -> None:
     """Draw talking clips whose mouths follow their audio and write them as `soul data`-style shards.
 
@@ -204,24 +204,81 @@ def train_vae_cmd(
     typer.echo(str(out / "vae"))
 
 
+@mini_app.command("train-audio")
+def train_audio_cmd(
+    out: Path = typer.Argument(..., help="Output directory: the encoder goes to OUT/audio_encoder (for soul mini assemble --audio-encoder), the run's summary to OUT/summary.json."),
+    media: Path = typer.Option(..., "--media", help="A media folder laid out like ../shared/media: its training recordings (never the held-out ones)."),
+    voices: int = typer.Option(100, "--voices", help="espeak-ng voices beside the recordings (Debian's espeak-ng package)."),
+    steps: int = typer.Option(600, "--steps", help="Optimiser steps (batches of 4 clips of 3 s)."),
+    lr: float = typer.Option(3e-4, "--lr", help="Learning rate."),
+    preset: str = typer.Option("mini", "--preset", help="Preset (name or YAML path) whose audio encoder is built and trained."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the encoder's initial weights, the voices and the clips."),
+) -> None:
+    """Pretrain the miniature audio encoder: from noisy, channel-coloured speech predict the clean speech's log-mel spectrogram.
+
+    The 5B model's wav2vec2 is pretrained on speech; the miniature one was random and frozen, and
+    could not read voices unlike its six recordings (docs/miniature.md, "Voices it never heard").
+    Example: soul mini train-audio runs/mini-audio --media ../shared/media
+    Then: soul mini assemble runs/mini-vae/vae runs/mini-init --audio-encoder runs/mini-audio/audio_encoder
+    Prints OUT/audio_encoder.
+    """
+    _directory(media, "media folder", "give a folder laid out like ../shared/media (audio/, clips/)")
+    _at_least("--voices", voices, 0, "100")
+    _at_least("--steps", steps, 1, "600")
+    _positive("--lr", lr, "3e-4")
+
+    import torch
+
+    from soul.config import load_preset
+    from soul.errors import InputError
+    from soul.miniature.audio_pretrain import AudioPretrainConfig, pretrain_audio_encoder
+    from soul.miniature.speech_pool import SpeechPool
+    from soul.models.audio_encoder import SoulAudioEncoder
+
+    torch.set_num_threads(1)
+    try:
+        pool = SpeechPool.from_media(media)
+    except FileNotFoundError:
+        raise InputError(media, "holds none of the training recordings", "give a folder laid out like ../shared/media (audio/, clips/)") from None
+    if voices:
+        pool = pool.with_voices(voices, seed)
+    config = load_preset(preset)
+    encoder = SoulAudioEncoder.build(config, seed=seed)
+    summary = pretrain_audio_encoder(encoder, pool, AudioPretrainConfig(steps=steps, lr=lr, seed=seed), log=lambda row: typer.echo(json.dumps(row), err=True))
+    target = out / "audio_encoder"
+    tmp = out / ".audio_encoder.tmp"
+    encoder.save_pretrained(tmp)
+    if target.exists():
+        import shutil
+
+        shutil.rmtree(target)
+    tmp.replace(target)
+    (out / "summary.json").write_text(json.dumps({**summary, "preset": preset, "voices": voices, "media": str(media)}, indent=2))
+    typer.echo(str(target))
+
+
 @mini_app.command("assemble")
 def assemble_cmd(
     vae_dir: Path = typer.Argument(..., help="A trained VAE directory (soul mini train-vae writes RUN/vae)."),
     out: Path = typer.Argument(..., help="Pipeline directory to write (the `init_checkpoint` of configs/train/mini.yaml)."),
+    audio_encoder: Path = typer.Option(None, "--audio-encoder", help="A pretrained audio encoder (soul mini train-audio writes RUN/audio_encoder) instead of the preset's random one."),
+    preset: str = typer.Option("mini", "--preset", help="Preset (name or YAML path) of the transformer and encoders."),
 ) -> None:
-    """A pipeline directory for training: the mini preset's random transformer and encoders + the trained VAE.
+    """A pipeline directory for training: the preset's random transformer and encoders + the trained VAE.
 
     Example: soul mini assemble runs/mini-vae/vae runs/mini-init
     Then: soul train configs/train/mini.yaml (it starts from runs/mini-init). Prints OUT.
     """
     _directory(vae_dir, "a trained VAE directory", "train one with soul mini train-vae RUN; its VAE is RUN/vae", needs="config.json")
+    if audio_encoder is not None:
+        _directory(audio_encoder, "a pretrained audio encoder directory", "train one with soul mini train-audio RUN; it is RUN/audio_encoder", needs="config.json")
 
     import torch
 
     from soul.miniature.model import assemble
 
     torch.set_num_threads(1)
-    typer.echo(str(assemble(vae_dir, out)))
+    typer.echo(str(assemble(vae_dir, out, preset=preset, audio_encoder=audio_encoder)))
 
 
 @mini_app.command("export")

@@ -21,14 +21,19 @@ from soul.pipelines.shipped import DEFAULT_NAME, pipeline_components
 from soul.pipelines.soul_pipeline import SoulPipeline
 
 
-def assemble(vae_dir: str | Path, out: str | Path, preset: str = "mini", seed: int = 0) -> Path:
-    """A `save_pretrained` directory: the preset's random transformer/encoders + the trained VAE.
+def assemble(vae_dir: str | Path, out: str | Path, preset: str = "mini", seed: int = 0, audio_encoder: str | Path | None = None) -> Path:
+    """A `save_pretrained` directory: the preset's random transformer/encoders + the trained VAE
+    (and a pretrained audio encoder, `soul mini train-audio`, when given).
 
     This is what `configs/train/mini.yaml` starts from (`init_checkpoint`): the trainer freezes
-    the VAE and trains the transformer in the trained VAE's latent space.
+    the VAE and the audio encoder and trains the transformer on their latents and features.
     """
     pipe = SoulPipeline.from_preset(preset, seed=seed)
     pipe.vae = AutoencoderKLWan.from_pretrained(vae_dir, torch_dtype=torch.float32).eval()
+    if audio_encoder is not None:
+        from soul.models.audio_encoder import SoulAudioEncoder
+
+        pipe.audio_encoder = SoulAudioEncoder.from_pretrained(audio_encoder, pipe.config, torch_dtype=torch.float32)
     # No light decoder: from_preset's is random, and `pack` ships whatever the checkpoint holds. A
     # trained one (soul distill vae) is copied to soul/light_vae/ of the export before packing.
     pipe.light_vae = None
