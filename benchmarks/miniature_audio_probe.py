@@ -61,14 +61,14 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=24)
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--encoder", type=Path, default=None, help="a pretrained audio encoder directory")
-    parser.add_argument("--voices", action="store_true", help="r per held-out voice (see above)")
+    parser.add_argument("--voices", nargs="*", default=None, help="r per held-out voice (see above); paths as in miniature_voices.py --voices (default: its voices)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
     config = load_preset(args.preset)
     enc = SoulAudioEncoder.from_pretrained(args.encoder, config, torch_dtype=torch.float32) if args.encoder else SoulAudioEncoder.build(config)
-    if args.voices:
-        held_out_voices(enc)
+    if args.voices is not None:
+        held_out_voices(enc, args.voices)
         return
     n = int(args.seconds * FPS)
 
@@ -95,7 +95,7 @@ def main() -> None:
     print(json.dumps({"preset": args.preset, "held_out_r2": out}, indent=1))
 
 
-def held_out_voices(enc: SoulAudioEncoder) -> None:
+def held_out_voices(enc: SoulAudioEncoder, voices: list[str]) -> None:
     from miniature_voices import MEDIA, VOICES
 
     from soul.miniature.speech_pool import SpeechPool
@@ -112,7 +112,7 @@ def held_out_voices(enc: SoulAudioEncoder) -> None:
     pool = SpeechPool.from_media(MEDIA)
     w = ridge(*data([synthesize_babble(3.0, seed=s) for s in range(64)] + [pool.segment(3.0, rng) for _ in range(64)]))
     rs = []
-    for voice in VOICES:
+    for voice in voices or VOICES:
         a = load_audio(MEDIA / voice, 16000).samples
         a = np.tile(a, 20 * 16000 // a.shape[0] + 1)[: 20 * 16000]
         x, y = data([a])

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--preset", default="mini")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--voices", nargs="*", default=list(VOICES), help="paths under ../shared/media")
+    parser.add_argument("--voices", nargs="*", default=list(VOICES), help="paths under ../shared/media, or absolute paths (any file with an audio track)")
     args = parser.parse_args(argv)
     paths = [MEDIA / v for v in args.voices]
     missing = [p for p in paths if not p.is_file()]

@@ -96,6 +96,7 @@ def test_defaults_are_the_library_defaults() -> None:
     assert vae["steps"] == cfg.max_steps and vae["minutes"] == cfg.max_minutes
     for key in ("pool_clips", "batch_size", "lr", "eval_every", "window", "eval_frames", "decode_from", "mouth_weight", "temporal_weight", "inflate", "init", "framing", "trainable"):
         assert vae[key] == getattr(cfg, key), key
+    assert vae["speech_fraction"] == cfg.speech_fraction and vae["voices"] == cfg.speech_voices and vae["media"] == cfg.speech_media
     assert (VAE_FRAMINGS, VAE_TRAINABLE) == (FRAMINGS, TRAINABLE)
     lib = inspect.signature(write_clip_shards).parameters
     for key in ("seconds", "fps", "size", "seed", "speech_fraction"):

@@ -76,6 +76,24 @@ def test_decoder_only_training_on_groups_keeps_the_latent_space(tmp_path: Path) 
     assert after.config.latents_std == [3.0] * 48  # the encoder's statistics are kept, not re-measured
 
 
+def test_a_pool_with_speech_draws_mouths_that_follow_it() -> None:
+    """`train-vae --media`: a share of the pool's clips speak the pool's speech (faster mouths than
+    babble), chosen by seed, the others stay the babble clips they were."""
+    from soul.miniature.clips import draw_clip
+    from soul.miniature.speech_pool import SpeechPool
+    from soul.miniature.vae_trainer import DrawnPool
+
+    fast = np.sin(2 * np.pi * 6.0 * np.arange(48_000) / 16_000) * np.sin(2 * np.pi * 700.0 * np.arange(48_000) / 16_000)
+    speech = SpeechPool([fast.astype(np.float32)], ["six syllables a second"])
+    seeds = list(range(8))
+    babble, half, every = (DrawnPool(seeds, 1.0, 16, 64, speech=speech if f else None, speech_fraction=f) for f in (0.0, 0.5, 1.0))
+    for k, seed in enumerate(seeds):
+        assert np.array_equal(babble.clips[k].frames, draw_clip(seed, 1.0, 16, 64).frames)
+        assert not np.array_equal(every.clips[k].frames, babble.clips[k].frames)
+    spoken = [not np.array_equal(h.frames, b.frames) for h, b in zip(half.clips, babble.clips)]
+    assert 0 < sum(spoken) < len(seeds)
+
+
 def test_an_8x_vae_gives_8x8_latents_and_inflates() -> None:
     """--spatial-factor 8: two downsampling stages, both temporal too (4x in time as before)."""
     cfg = _tiny_vae_cfg(spatial_factor=8, dim_mult=[1, 1, 1])

@@ -152,6 +152,9 @@ def train_vae_cmd(
     trainable: str = typer.Option("all", "--trainable", help="all, or decoder: keep the encoder and its latent space (a trained transformer stays valid)."),
     threads: int = typer.Option(1, "--threads", help="CPU threads for torch (small models on CPU: 1 is often fastest)."),
     spatial_factor: int = typer.Option(16, "--spatial-factor", help="16 (Wan2.2's, 4x4 latents for 64x64 frames) or 8 (8x8 latents; keeps the mouths' lip sync, docs/miniature.md). --init must have the same."),
+    media: Path = typer.Option(None, "--media", help="A media folder laid out like ../shared/media: --speech-fraction of the pool's clips speak its training recordings (faster mouths than babble)."),
+    voices: int = typer.Option(0, "--voices", help="With --media: also this many espeak-ng voices in the pool's speech."),
+    speech_fraction: float = typer.Option(0.5, "--speech-fraction", help="With --media: share of the pool's clips (chosen by seed) that speak, 0..1."),
 ) -> None:
     """Train the miniature VAE (the Wan2.2 layout at a small width) on drawn talking clips.
 
@@ -185,6 +188,13 @@ def train_vae_cmd(
 
     if spatial_factor not in (8, 16):
         raise InputError(f"--spatial-factor {spatial_factor}", "must be 16 or 8", "e.g. --spatial-factor 8")
+    if media is not None:
+        _directory(media, "media folder", "give a folder laid out like ../shared/media (audio/, clips/)")
+    _at_least("--voices", voices, 0, "100")
+    if voices and media is None:
+        raise InputError(f"--voices {voices}", "mixes synthesised voices into the real recordings of --media", "give --media ../shared/media too")
+    if not 0.0 <= speech_fraction <= 1.0:
+        raise InputError(f"--speech-fraction {speech_fraction:g}", "must be between 0 and 1", "e.g. --speech-fraction 0.5")
 
     import torch
 
@@ -195,6 +205,7 @@ def train_vae_cmd(
         max_steps=steps, max_minutes=minutes, pool_clips=pool_clips, batch_size=batch_size, lr=lr, eval_every=eval_every,
         decode_from=decode_from, window=window, eval_frames=eval_frames, init=str(init) if init is not None else None,
         mouth_weight=mouth_weight, temporal_weight=temporal_weight, inflate=inflate, framing=framing, trainable=trainable,
+        speech_media=str(media) if media is not None else None, speech_voices=voices, speech_fraction=speech_fraction,
     )
     clip_frames = int(round(cfg.clip_seconds * cfg.fps))
     if window > clip_frames:

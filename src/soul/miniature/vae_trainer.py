@@ -33,6 +33,7 @@ from diffusers import AutoencoderKLWan
 
 from soul.miniature.clips import DrawnClip, draw_clip
 from soul.miniature.group import draw_group_clip
+from soul.miniature.speech_pool import SpeechPool
 from soul.miniature.portrait import HELD_OUT_SEED
 from soul.training.metrics import psnr  # the one PSNR (re-exported: benchmarks import it from here)
 
@@ -81,6 +82,13 @@ class VAETrainConfig:
     # "all", or "decoder": the encoder (and so the latent space the transformer was trained in)
     # stays as it is, only the decoder learns to draw what the latents already hold.
     trainable: str = "all"
+    # A media folder like ../shared/media: a `speech_fraction` of the pool's clips speak its training
+    # recordings (and `speech_voices` espeak-ng voices) instead of babble. Why: babble's mouths move
+    # slower than real speech (15 % of the opening's power above 3 Hz against 20-35 %), and the
+    # fastest held-out voices lost the most in the VAE's round trip (docs/miniature.md).
+    speech_media: str | None = None
+    speech_voices: int = 0
+    speech_fraction: float = 0.5
 
     def __post_init__(self) -> None:
         stages = {16: 3, 8: 2}
@@ -145,23 +153,33 @@ def as_training_clip(clip: DrawnClip | TrainingClip) -> TrainingClip:
     return TrainingClip(clip.frames, mouth_mask(clip, clip.frames.shape[1]))
 
 
-def draw_training_clip(seed: int, seconds: float, fps: float, size: int, framing: str = "close-up") -> TrainingClip:
+def draw_training_clip(
+    seed: int, seconds: float, fps: float, size: int, framing: str = "close-up", speech: SpeechPool | None = None,
+) -> TrainingClip:
     """The close-up of the one-person world, or (``mixed``) a group of 1-3 people side by side,
     faces at the group world's sizes: neighbours' colours meet at the slot borders as they do when
-    several people are generated in one frame."""
+    several people are generated in one frame. With ``speech`` the mouths follow pieces of it
+    instead of babble."""
     if framing == "close-up":
-        return as_training_clip(draw_clip(seed, seconds, fps, size))
+        audio = speech.segment(seconds, np.random.default_rng([seed, 31])) if speech is not None else None
+        return as_training_clip(draw_clip(seed, seconds, fps, size, audio=audio))
     if framing != "mixed":
         raise ValueError(f"framing must be one of {FRAMINGS}, got {framing!r}")
-    group = draw_group_clip(seed, MIXED_PEOPLE[seed % len(MIXED_PEOPLE)], seconds, fps, size)
+    group = draw_group_clip(seed, MIXED_PEOPLE[seed % len(MIXED_PEOPLE)], seconds, fps, size, speech=speech)
     return TrainingClip(group.frames, boxes_mask(group.mouth_boxes, *group.frames.shape[1:3]))
 
 
 class DrawnPool:
-    """A fixed pool of drawn clips; `batch(rng)` cuts random windows from random clips of one width."""
+    """A fixed pool of drawn clips; `batch(rng)` cuts random windows from random clips of one width.
 
-    def __init__(self, seeds: list[int], seconds: float, fps: float, size: int, framing: str = "close-up") -> None:
-        self.clips = [draw_training_clip(s, seconds, fps, size, framing) for s in seeds]
+    With ``speech``, a ``speech_fraction`` of the clips (chosen by seed) speak pieces of it."""
+
+    def __init__(
+        self, seeds: list[int], seconds: float, fps: float, size: int, framing: str = "close-up",
+        speech: SpeechPool | None = None, speech_fraction: float = 0.0,
+    ) -> None:
+        talks = [speech is not None and np.random.default_rng([s, 37]).random() < speech_fraction for s in seeds]
+        self.clips = [draw_training_clip(s, seconds, fps, size, framing, speech if t else None) for s, t in zip(seeds, talks)]
         self.by_width: dict[int, list[int]] = {}
         for i, clip in enumerate(self.clips):
             self.by_width.setdefault(clip.frames.shape[2], []).append(i)
@@ -298,7 +316,15 @@ def train_vae(cfg: VAETrainConfig, out: str | Path, log: bool = True) -> dict[st
     t0 = time.perf_counter()
     if cfg.trainable not in TRAINABLE:
         raise ValueError(f"trainable must be one of {TRAINABLE}, got {cfg.trainable!r}")
-    pool = DrawnPool(list(range(cfg.seed * 100_000, cfg.seed * 100_000 + cfg.pool_clips)), cfg.clip_seconds, cfg.fps, cfg.size, cfg.framing)
+    speech = None
+    if cfg.speech_media is not None:
+        speech = SpeechPool.from_media(cfg.speech_media)
+        if cfg.speech_voices:
+            speech = speech.with_voices(cfg.speech_voices, cfg.seed)
+    pool = DrawnPool(
+        list(range(cfg.seed * 100_000, cfg.seed * 100_000 + cfg.pool_clips)), cfg.clip_seconds, cfg.fps, cfg.size, cfg.framing,
+        speech=speech, speech_fraction=cfg.speech_fraction,
+    )
     held = [draw_training_clip(HELD_OUT_SEED + i, 17 / cfg.fps, cfg.fps, cfg.size, cfg.framing) for i in range(cfg.eval_clips)]
     if log:
         print(f"drew {cfg.pool_clips} clips in {time.perf_counter() - t0:.0f}s", flush=True)
