@@ -120,6 +120,8 @@ def test_defaults_are_the_library_defaults() -> None:
         ["clips", "{tmp}/out", "--voices", "-1"],
         ["assemble", "{tmp}/no-vae", "{tmp}/out"],
         ["train-audio", "{tmp}/out", "--media", "{tmp}/no-media"],
+        ["train-vae", "{tmp}/out", "--media", "{tmp}"],
+        ["train-vae", "{tmp}/out", "--voices", "5"],
         ["train-audio", "{tmp}/out", "--media", "{tmp}", "--steps", "0"],
         ["export", "{tmp}/no-init", "{tmp}", "{tmp}/out"],
         ["pack", "{tmp}/no-checkpoint"],

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from soul.cli.app import app, state
+
+if TYPE_CHECKING:  # imported where used: `soul mini --help` stays free of numpy and audio I/O
+    from soul.miniature.speech_pool import SpeechPool
 
 mini_app = typer.Typer(
     name="mini",
@@ -118,16 +122,8 @@ def clips_cmd(
     counts = _people_counts(people)
 
     from soul.miniature.clips import write_clip_shards
-    from soul.miniature.speech_pool import SpeechPool
 
-    pool = None
-    if media is not None:
-        try:
-            pool = SpeechPool.from_media(media)
-        except FileNotFoundError:
-            raise InputError(media, "holds none of the training recordings", "give a folder laid out like ../shared/media (audio/, clips/)") from None
-        if voices:
-            pool = pool.with_voices(voices, seed)
+    pool = _speech_pool(media, voices, seed) if media is not None else None
     for path in write_clip_shards(out, clips, seconds, fps, size, seed, speech=pool, speech_fraction=speech_fraction, people=counts):
         typer.echo(str(path))
 
@@ -190,6 +186,7 @@ def train_vae_cmd(
         raise InputError(f"--spatial-factor {spatial_factor}", "must be 16 or 8", "e.g. --spatial-factor 8")
     if media is not None:
         _directory(media, "media folder", "give a folder laid out like ../shared/media (audio/, clips/)")
+        _speech_pool(media, 0, 0)  # the recordings are there (the trainer builds its own pool with the voices)
     _at_least("--voices", voices, 0, "100")
     if voices and media is None:
         raise InputError(f"--voices {voices}", "mixes synthesised voices into the real recordings of --media", "give --media ../shared/media too")
@@ -241,18 +238,11 @@ def train_audio_cmd(
     import torch
 
     from soul.config import load_preset
-    from soul.errors import InputError
     from soul.miniature.audio_pretrain import AudioPretrainConfig, pretrain_audio_encoder
-    from soul.miniature.speech_pool import SpeechPool
     from soul.models.audio_encoder import SoulAudioEncoder
 
     torch.set_num_threads(1)
-    try:
-        pool = SpeechPool.from_media(media)
-    except FileNotFoundError:
-        raise InputError(media, "holds none of the training recordings", "give a folder laid out like ../shared/media (audio/, clips/)") from None
-    if voices:
-        pool = pool.with_voices(voices, seed)
+    pool = _speech_pool(media, voices, seed)
     config = load_preset(preset)
     encoder = SoulAudioEncoder.build(config, seed=seed)
     summary = pretrain_audio_encoder(encoder, pool, AudioPretrainConfig(steps=steps, lr=lr, seed=seed), log=lambda row: typer.echo(json.dumps(row), err=True))
@@ -354,6 +344,18 @@ def pack_cmd(
         raise InputError(f"--base {base}", f"no weights {base!r} in {weights_dir}", "pack the base first into the same --out")
     torch.set_num_threads(1)
     typer.echo(str(pack(checkpoint, weights_dir, record, name=name, base=base)))
+
+
+def _speech_pool(media: Path, voices: int, seed: int) -> SpeechPool:
+    """The training recordings under ``media`` (plus ``voices`` espeak-ng voices), or a one-line error."""
+    from soul.errors import InputError
+    from soul.miniature.speech_pool import SpeechPool
+
+    try:
+        pool = SpeechPool.from_media(media)
+    except FileNotFoundError:
+        raise InputError(media, "holds none of the training recordings", "give a folder laid out like ../shared/media (audio/, clips/)") from None
+    return pool.with_voices(voices, seed) if voices else pool
 
 
 def _people_counts(text: str) -> tuple[int, ...]:
