@@ -33,8 +33,8 @@ from diffusers import AutoencoderKLWan
 
 from soul.miniature.clips import DrawnClip, draw_clip
 from soul.miniature.group import draw_group_clip
-from soul.miniature.speech_pool import SpeechPool
 from soul.miniature.portrait import HELD_OUT_SEED
+from soul.miniature.speech_pool import SpeechPool
 from soul.training.metrics import psnr  # the one PSNR (re-exported: benchmarks import it from here)
 
 
