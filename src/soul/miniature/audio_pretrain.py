@@ -45,20 +45,21 @@ class AudioPretrainConfig:
 
 def clean_log_mel(speech: np.ndarray, hop: int, field: int, n_mels: int) -> np.ndarray:
     """``[frames, n_mels]`` log-mel of ``speech`` over each feature frame's receptive field, in
-    tenths of bels from the clip's mean, floored `FLOOR_DB` under its loudest value."""
-    from transformers.audio_utils import mel_filter_bank
+    bels from the clip's mean, floored `FLOOR_DB` under its loudest value."""
+    from transformers.audio_utils import mel_filter_bank, spectrogram, window_function
 
     n_fft = 1 << (field - 1).bit_length()
-    frames = max(0, speech.shape[0] - field) // hop + 1
     if speech.shape[0] < field:
         speech = np.pad(speech, (0, field - speech.shape[0]))
-    index = np.arange(field)[None, :] + hop * np.arange(frames)[:, None]
-    power = np.abs(np.fft.rfft(speech[index] * np.hanning(field), n=n_fft)) ** 2
-    mel = power @ mel_filter_bank(
+    filters = mel_filter_bank(
         num_frequency_bins=n_fft // 2 + 1, num_mel_filters=n_mels, min_frequency=60.0, max_frequency=AUDIO_RATE / 2 - 400,
         sampling_rate=AUDIO_RATE, norm="slaney", mel_scale="slaney",
     )
-    db = 10 * np.log10(np.maximum(mel, mel.max() * 10 ** (-FLOOR_DB / 10) + 1e-20))
+    # center=False: frame j starts at j * hop, exactly the samples wav2vec2's feature frame j sees
+    db = spectrogram(
+        np.asarray(speech, np.float64), window_function(field, "hann", periodic=False), frame_length=field, hop_length=hop,
+        fft_length=n_fft, power=2.0, center=False, mel_filters=filters, mel_floor=1e-20, log_mel="dB", db_range=FLOOR_DB, dtype=np.float64,
+    ).T
     return ((db - db.mean()) / 10).astype(np.float32)
 
 
