@@ -386,7 +386,7 @@ def _speed_module() -> Any:
 
 def mini_light() -> LightVAEConfig:
     """The shipped mini-fast light decoder's widths (what speed.py timed), else the TAEHV ratio."""
-    cfg = load_preset("mini")
+    cfg = load_preset("mini16")
     try:
         from soul.models.shipped import has_shipped_weights, shipped_info
 
@@ -399,15 +399,15 @@ def mini_light() -> LightVAEConfig:
 
 
 def check_scenarios() -> list[Scenario]:
-    mini, mini_fast = load_preset("mini"), load_preset("mini-fast")
+    mini, mini_fast = load_preset("mini16"), load_preset("mini-fast")
     scaled = _speed_module().scaled_config()
     fast_5b = mode_of(load_preset("wan22-ti2v-5b-fast"), "fast = wan22-ti2v-5b-fast")
     out = [
-        Scenario("mini (speed.py)", mini, mini_light(), 17, 64, 64, 16, 81, 2, speed_py_base(mini), mode_of(mini_fast, "fast = mini-fast")),
+        Scenario("mini16 (speed.py)", mini, mini_light(), 17, 64, 64, 16, 81, 2, speed_py_base(mini), mode_of(mini_fast, "fast = mini-fast")),
         Scenario("scaled-5b (speed.py)", scaled, light_vae_config_for(scaled.vae), 17, 256, 256, 16, 17, 2, speed_py_base(scaled), fast_5b),
     ]
     s = resolve_sampling(mini)
-    out.append(Scenario("mini 20 s (quality table)", mini, mini_light(), 321, s.height, s.width, s.fps, s.chunk_frames, s.motion_latents,
+    out.append(Scenario("mini16 20 s (quality table)", mini, mini_light(), 321, s.height, s.width, s.fps, s.chunk_frames, s.motion_latents,
                         mode_of(mini, "base = mini"), mode_of(mini_fast, "fast = mini-fast")))
     return out
 
@@ -423,7 +423,7 @@ def measured_seconds(directory: Path) -> dict[str, dict[str, tuple[float, float]
     timing, quality = directory / "speed_timing.json", directory / "speed_quality.json"
     if timing.is_file():
         runs = json.loads(timing.read_text())
-        for name, label in (("mini", "mini (speed.py)"), ("scaled-5b", "scaled-5b (speed.py)")):
+        for name, label in (("mini16", "mini16 (speed.py)"), ("scaled-5b", "scaled-5b (speed.py)")):
             r = runs.get(name)
             if r:
                 base, fast = r["base"], r["fast"]
@@ -433,7 +433,7 @@ def measured_seconds(directory: Path) -> dict[str, dict[str, tuple[float, float]
         t = json.loads(quality.read_text())["timing"]
         if {"base", "fast", "fast-full"} <= set(t):
             b, f, ff = t["base"]["total"], t["fast"]["total"], t["fast-full"]["total"]
-            out["mini 20 s (quality table)"] = {"whole call": (b, f), "sampling only (fast w/ full decoder)": (b, ff), "decoder only (fast w/ full vs light)": (ff, f)}
+            out["mini16 20 s (quality table)"] = {"whole call": (b, f), "sampling only (fast w/ full decoder)": (b, ff), "decoder only (fast w/ full vs light)": (ff, f)}
     return out
 
 
@@ -569,7 +569,7 @@ def report_checks(gpu: GPU, measured_by_row: dict[str, dict[str, tuple[float, fl
                           full.unit.bytes_eager + enc.unit.bytes_eager, light.unit.bytes_eager + enc.unit.bytes_eager),
             "whole call": (amount(parts, "base"), amount(parts, "fast"), amount(parts, "base", "bytes_eager"), amount(parts, "fast", "bytes_eager")),
         }
-        if sc.name.startswith("mini 20 s"):
+        if sc.name.startswith("mini16 20 s"):
             # the quality table's third column: fast sampling with the full decoder
             swap = [p for p in parts if not p.name.startswith(("full", "light"))]
             fast_full = (amount(swap, "fast") + full.unit.flops, amount(swap, "fast", "bytes_eager") + full.unit.bytes_eager)
@@ -581,7 +581,7 @@ def report_checks(gpu: GPU, measured_by_row: dict[str, dict[str, tuple[float, fl
             "transformer": f"transformer ({f_base} vs {f_fast} passes)",
             "decoder": f"decoder only (full vs light, {info['total_latents']} latents)",
             "vae stage": "vae stage (portrait encode + decode)",
-            "whole call": "whole call" + (f" ({info['chunks']} chunks)" if sc.name.startswith("mini 20 s") else ""),
+            "whole call": "whole call" + (f" ({info['chunks']} chunks)" if sc.name.startswith("mini16 20 s") else ""),
         }
         measured = measured_by_row.get(sc.name, {})
         for key, (b, f, eb, ef) in rows.items():

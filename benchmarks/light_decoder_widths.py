@@ -6,7 +6,7 @@ what such a decoder reaches once trained, next to TAEHV's own widths (256/128/64
 miniature's TAEHV ratio (24/12/8/8) and the widths `mini-fast` ships (64/48/32/32).
 
 Every width is trained the same way, from scratch, for the same number of steps (`soul distill
-vae`'s trainer, `VAEDistiller`): teacher = the shipped `mini` VAE, 64x64 drawn talking clips of
+vae`'s trainer, `VAEDistiller`): teacher = the shipped `mini16` VAE (the 16x VAE `mini-fast` decodes for), 64x64 drawn talking clips of
 training seeds, L1 + MSE against the full decoder's frames. Quality is measured once, at the end,
 on held-out clips (seeds 5_000.. of the trainer's eval pool; nothing is stopped or selected on
 them): PSNR against the full decoder and flicker (mean |change of mean brightness| between frames)
@@ -61,17 +61,17 @@ def main(argv: list[str] | None = None) -> None:
     from soul.pipelines.shipped import load_shipped_pipeline
     from soul.training.distill_vae import DistillVAEConfig, VAEDistiller
 
-    if not has_shipped_weights("mini"):
-        raise SystemExit("the shipped mini weights are not installed: this benchmark trains against the mini VAE")
+    if not has_shipped_weights("mini16"):
+        raise SystemExit("the shipped mini16 weights are not installed: this benchmark trains against the mini16 VAE")
     print(f"light decoder widths on miniature latents: {args.steps} steps each from scratch, {args.clips} training clips, "
           f"{args.eval_clips} held-out clips; torch threads {args.threads}")
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        teacher_dir = Path(tmp) / "mini"
-        load_shipped_pipeline("mini").save_pretrained(teacher_dir)
+        teacher_dir = Path(tmp) / "mini16"
+        load_shipped_pipeline("mini16").save_pretrained(teacher_dir)
         for spec in args.widths:
             widths = tuple(int(w) for w in spec.split(","))
-            cfg = DistillVAEConfig(preset="mini", init_checkpoint=str(teacher_dir), widths=widths, num_clips=args.clips, eval_clips=args.eval_clips,
+            cfg = DistillVAEConfig(preset="mini16", init_checkpoint=str(teacher_dir), widths=widths, num_clips=args.clips, eval_clips=args.eval_clips,
                                    batch_size=4, lr=5e-4, max_steps=args.steps, checkpoint_every=args.steps, log_every=max(1, args.steps // 4),
                                    output=str(Path(tmp) / f"run-{'-'.join(map(str, widths))}"))
             distiller = VAEDistiller(cfg, lambda seed: draw_clip(seed, cfg.seconds, cfg.fps, cfg.size).frames)

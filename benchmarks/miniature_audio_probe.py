@@ -1,7 +1,8 @@
 """How much of the mouth-driving audio envelope a frozen audio encoder's features carry.
 
-Why: the mini preset uses a small wav2vec2 with random, frozen weights (no wav2vec2 checkpoint
-can be downloaded here). If its features do not carry the speech-band energy the drawn mouths
+Why: the miniature presets use a small wav2vec2 (no wav2vec2 checkpoint can be downloaded here),
+random and frozen in `mini16`, pretrained on speech here in `mini` (`soul mini train-audio`); this
+probe builds the preset's encoder at random unless `--encoder` names a trained one. If its features do not carry the speech-band energy the drawn mouths
 follow, no amount of transformer training can learn lip sync. This fits a ridge regression from
 each hidden state (and all of them) at video rate, +-2 frames of context, to the drawn opening
 truth on training clips, and reports R^2 on held-out clips (babble, and real speech when

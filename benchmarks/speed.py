@@ -8,21 +8,22 @@
   (guidance off) and the light decoder.
 
 Configs:
-- `tiny` and `mini`: the presets as shipped (their own sizes and sampling resolution);
+- `tiny` and `mini16` (the 16x-VAE miniature model `mini-fast` was distilled from; it was called
+  `mini` until the 8x model took that name): the presets as shipped (their own sizes and sampling resolution);
 - `scaled-5b`: `wan22-ti2v-5b-fast` with the real TI2V-5B transformer block structure (24 heads,
   qk RMS norm across heads, FFN ratio 14336/3072, per-token timesteps, audio layers with 32 tokens
   per latent frame) and the real Wan2.2 VAE architecture (dim_mult [1,2,4,4], 2 res blocks, z=48, 4x16x16) at a quarter of
   the VAE width and 16-wide heads, 4 layers, 256x256, 17 frames; the light decoder is shrunk by
   the same quarter. Text and audio encoders are toy-sized (they run once per call in both modes).
 
-Speed depends on model sizes, not on weight values: `mini` runs on the shipped `mini-fast`
+Speed depends on model sizes, not on weight values: `mini16` runs on the shipped `mini-fast`
 weights when installed (its light decoder's shipped widths), the others on random weights; each
 block names its weights. Per-stage seconds come from wrappers around the pipeline's own stage methods (VAE counts
 the portrait encode plus the decode). Then `timing_ratio <config> ...: <ratio>x` (timing only: this base is
 not a preset's own sampling, so the ratio is not a speed-up at equal quality; docs/speed.md).
 
-`--quality` (on by default when `mini` is among the configs): the speed-up at equal *measured*
-quality, in the same run, on the shipped `mini` and `mini-fast` weights through the real generation
+`--quality` (on by default when `mini16` is among the configs): the speed-up at equal *measured*
+quality, in the same run, on the shipped `mini16` and `mini-fast` weights through the real generation
 path (`run_generate`: chunks, motion prefix, codebook, MP4 written and read back). N held-out drawn
 faces (`--faces`, default 8; face seeds 1_000_500 + i, clear of every seed a stopping or selection
 decision used; `--face-seed 1000200` gives the 4 faces issue 16's choices were taken on, `1000300`
@@ -30,7 +31,7 @@ and `1000400` the earlier 4-face report sets, spent: docs/speed.md)
 each driven by a different stretch of held-out real speech (`--seconds`, default 20), the same
 inputs for every configuration:
 
-- `base`: the mini preset's own sampling (20 Euler steps, audio guidance 2 = 2 passes, full decoder);
+- `base`: the mini16 preset's own sampling (20 Euler steps, audio guidance 2 = 2 passes, full decoder);
 - `base-50`: the same at 50 steps;
 - `fast`: the mini-fast preset as shipped (2 distilled x0 steps, one pass, light decoder);
 - `fast-full`: mini-fast with the full decoder; `fast-1`: mini-fast weights in one x0 step (sigma
@@ -50,14 +51,14 @@ to the portrait (criterion), colour drift of the last 10 s against the first 10 
 equal quality if every criterion is within 5 % of the best base (base or base-50, per measure) in
 its bad direction; the speed-up is against `base`, the preset's own default sampling (the ratio
 against base-50 is printed beside it). Last lines:
-`speedup_equal_quality mini <config>: <ratio>x` or `not_equal_quality mini <config>: <measure> ...`,
-and finally `speedup_equal_quality mini: <X>x (<config>, vs base)` for the fastest passing config
-or `speedup_equal_quality mini: none within 5 %`. About 25 minutes at the defaults.
+`speedup_equal_quality mini16 <config>: <ratio>x` or `not_equal_quality mini16 <config>: <measure> ...`,
+and finally `speedup_equal_quality mini16: <X>x (<config>, vs base)` for the fastest passing config
+or `speedup_equal_quality mini16: none within 5 %`. About 25 minutes at the defaults.
 Run:
 
-    .venv/bin/python benchmarks/speed.py            # all configs, then --quality for mini
+    .venv/bin/python benchmarks/speed.py            # all configs, then --quality for mini16
     .venv/bin/python benchmarks/speed.py --configs tiny
-    .venv/bin/python benchmarks/speed.py --configs mini --no-timing --faces 1 --seconds 2   # quick quality check
+    .venv/bin/python benchmarks/speed.py --configs mini16 --no-timing --faces 1 --seconds 2   # quick quality check
 """
 
 from __future__ import annotations
@@ -80,9 +81,9 @@ from soul.models.vae import decode_latents
 from soul.pipelines.soul_pipeline import SoulPipeline
 
 SHARED_MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "media"
-CONFIGS = ("tiny", "mini", "scaled-5b")
-FAST_PRESETS = {"tiny": "mini-fast", "mini": "mini-fast", "scaled-5b": "wan22-ti2v-5b-fast"}
-"""The preset whose sampling section is each config's fast mode (tiny has no fast preset: it borrows mini's)."""
+CONFIGS = ("tiny", "mini16", "scaled-5b")
+FAST_PRESETS = {"tiny": "mini-fast", "mini16": "mini-fast", "scaled-5b": "wan22-ti2v-5b-fast"}
+"""The preset whose sampling section is each config's fast mode (tiny has no fast preset: it borrows mini16's)."""
 
 
 def fast_sampling(name: str) -> SamplingConfig:
@@ -109,13 +110,13 @@ def scaled_config() -> SoulConfig:
 def build(name: str) -> tuple[SoulPipeline, str]:
     """The pipeline for one config and where its weights come from.
 
-    `mini` runs on the shipped distilled weights when installed, so its light decoder has the
-    widths that ship (wider than the TAEHV ratio, see configs/distill/mini-vae.yaml); speed does
+    `mini16` runs on the shipped distilled weights when installed, so its light decoder has the
+    widths that ship (wider than the TAEHV ratio, see configs/distill/mini16-vae.yaml); speed does
     not depend on the weights' values, only on these sizes. Otherwise random weights, with a light
     decoder sized like the full one (`light_vae_config_for`: a quarter of TAEHV's widths for the
     quarter-width scaled VAE).
     """
-    if name == "mini":
+    if name == "mini16":
         from soul.models.shipped import has_shipped_weights
         from soul.pipelines.shipped import load_shipped_pipeline
 
@@ -227,7 +228,7 @@ def params(module: torch.nn.Module) -> float:
 
 
 # ------------------------------------------------------------------------------------------------
-# --quality: a speed-up at equal measured quality, in one run (mini only; issue 16)
+# --quality: a speed-up at equal measured quality, in one run (mini16 only; issue 16)
 
 # Face seeds 1_000_500 + i (the report faces) and 1_000_200 + i (the selection faces): in the
 # held-out range (>= HELD_OUT_SEED = 1_000_000, no training clip
@@ -280,15 +281,15 @@ class QualityConfig:
 def quality_configs(fast_checkpoint: str | None = None, extra: list[str] | None = None) -> list[QualityConfig]:
     """base / base-50 on `mini`, the fast variants on `mini-fast`, and the negative control.
 
-    base-50 keeps everything of the mini preset but the step count (its Euler sampler takes any
+    base-50 keeps everything of the mini16 preset but the step count (its Euler sampler takes any
     count; 50 shifted steps, the same two-pass audio guidance at 2.0, full decoder). fast-1 gives
     the x0-renoise sampler one explicit level; `check_sigmas` appends the final 0, so [1.0] is one
     x0 prediction from pure noise. ``fast_checkpoint`` (a candidate student or light
     decoder, e.g. a `soul distill steps` export) replaces mini-fast's shipped weights in every fast row.
     """
     configs = [
-        QualityConfig("base", "mini", {}, "mini preset as shipped (soul generate --preset mini)"),
-        QualityConfig("base-50", "mini", {"steps": 50}, "mini, 50 steps, same sampler and guidance"),
+        QualityConfig("base", "mini16", {}, "mini16 preset as shipped (soul generate --preset mini16)"),
+        QualityConfig("base-50", "mini16", {"steps": 50}, "mini16, 50 steps, same sampler and guidance"),
         QualityConfig("fast", "mini-fast", {}, "mini-fast preset as shipped"),
         QualityConfig("fast-full", "mini-fast", {"vae": "full"}, "mini-fast with the full decoder"),
         QualityConfig("fast-1", "mini-fast", {"sigmas": [1.0]}, "mini-fast weights, one x0 step at sigma 1.0"),
@@ -306,7 +307,7 @@ def extra_config(spec: str) -> QualityConfig:
     name, sep, rest = spec.partition("=")
     directory, _, sigmas = rest.partition("@")
     if not sep or not name or not directory or name in BASES or name == NEGATIVE_CONTROL:
-        raise SystemExit(f"--extra {spec!r}: give NAME=DIR or NAME=DIR@SIGMAS (e.g. dmd=runs/distill-dmd-mini/export@1.0,0.5), NAME not a base")
+        raise SystemExit(f"--extra {spec!r}: give NAME=DIR or NAME=DIR@SIGMAS (e.g. dmd=runs/distill-dmd-mini16/export@1.0,0.5), NAME not a base")
     if not Path(directory).is_dir():
         raise SystemExit(f"--extra {spec!r}: {directory} is not a directory; pass a pipeline directory (a distiller's export/)")
     overrides: dict[str, Any] = {"sigmas": [float(x) for x in sigmas.split(",")]} if sigmas else {}
@@ -347,27 +348,27 @@ def verdict_lines(means: dict[str, dict[str, float]], seconds: dict[str, float],
         f"{b} {'at equal quality' if not fails else 'fails ' + ', '.join(f'{m} {v:.4f} vs {bound:.4f}' for m, v, bound in fails)}"
         for b, fails in ((b, equal_quality(base_means[b], base_means, tolerance)) for b in bases)
     )
-    lines, passing = [f"bases mini: speed-ups against {ref}, the preset's default ({seconds[ref]:.2f} s); against the best of the bases: {why}"], {}
+    lines, passing = [f"bases mini16: speed-ups against {ref}, the preset's default ({seconds[ref]:.2f} s); against the best of the bases: {why}"], {}
     for name in means:
         if name in bases:
             continue
         failures = equal_quality(means[name], base_means, tolerance)
         tag = " (negative control)" if name == control else ""
         if failures:
-            lines += [f"not_equal_quality mini {name}{tag}: {m} {v:.4f} vs {'>=' if CRITERIA[m] == 'higher' else '<='} {b:.4f}" for m, v, b in failures]
+            lines += [f"not_equal_quality mini16 {name}{tag}: {m} {v:.4f} vs {'>=' if CRITERIA[m] == 'higher' else '<='} {b:.4f}" for m, v, b in failures]
             continue
         ratio = seconds[ref] / seconds[name]
         others = "".join(f"; vs {b} {seconds[b] / seconds[name]:.1f}x" for b in bases if b != ref)
-        lines.append(f"speedup_equal_quality mini {name}{tag}: {ratio:.1f}x (vs {ref}: {seconds[ref]:.2f} s / {seconds[name]:.2f} s{others})")
+        lines.append(f"speedup_equal_quality mini16 {name}{tag}: {ratio:.1f}x (vs {ref}: {seconds[ref]:.2f} s / {seconds[name]:.2f} s{others})")
         if name == control:
             lines.append(f"WARNING: the negative control {control} passed: the criterion did not discriminate")
         else:
             passing[name] = ratio
     if passing:
         best = max(passing, key=lambda n: passing[n])
-        lines.append(f"speedup_equal_quality mini: {passing[best]:.1f}x ({best}, vs {ref})")
+        lines.append(f"speedup_equal_quality mini16: {passing[best]:.1f}x ({best}, vs {ref})")
     else:
-        lines.append(f"speedup_equal_quality mini: none within {tolerance * 100:.0f} %")
+        lines.append(f"speedup_equal_quality mini16: none within {tolerance * 100:.0f} %")
     return lines
 
 
@@ -447,7 +448,7 @@ def quality_section(faces: int, seconds: float, out: Path, media: Path = SHARED_
     for k, track in enumerate(tracks):
         speech.append(out / f"speech{k}.wav")
         sf.write(speech[-1], track, 16_000)
-    print(f"\n[mini --quality] {faces} held-out faces (random_face({face_seed} + i)), {seconds:g} s of held-out speech each "
+    print(f"\n[mini16 --quality] {faces} held-out faces (random_face({face_seed} + i)), {seconds:g} s of held-out speech each "
           f"({source}, a different stretch per face); torch threads {torch.get_num_threads()}")
     for c in configs:
         print(f"  {c.name:16s} {c.note}")
@@ -525,7 +526,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--decoder-repeats", type=int, default=3)
     parser.add_argument("--quality", action=argparse.BooleanOptionalAction, default=True,
-                        help="with mini: the equal-quality section (shipped weights, held-out faces and speech); --no-quality skips it")
+                        help="with mini16: the equal-quality section (shipped weights, held-out faces and speech); --no-quality skips it")
     parser.add_argument("--timing", action=argparse.BooleanOptionalAction, default=True, help="the timing section (--no-timing: quality only)")
     parser.add_argument("--faces", type=int, default=QUALITY_FACES, help="--quality: held-out faces")
     parser.add_argument("--seconds", type=float, default=20.0, help="--quality: seconds of speech (and video) per face")
@@ -567,11 +568,11 @@ def main(argv: list[str] | None = None) -> None:
     print()
     for name, ratio in speedups.items():
         print(f"timing_ratio {name} (50-step three-pass base / fast; timing only, not at equal quality: docs/speed.md): {ratio:.1f}x")
-    if args.quality and "mini" in args.configs:
+    if args.quality and "mini16" in args.configs:
         from soul.models.shipped import has_shipped_weights
 
-        if not (has_shipped_weights("mini") and has_shipped_weights("mini-fast")):
-            print("\nspeedup_equal_quality mini: not measured (shipped mini / mini-fast weights not installed)")
+        if not (has_shipped_weights("mini16") and has_shipped_weights("mini-fast")):
+            print("\nspeedup_equal_quality mini16: not measured (shipped mini16 / mini-fast weights not installed)")
             return
         quality_section(args.faces, args.seconds, args.out, configs=quality_configs(args.fast_checkpoint, args.extra), face_seed=args.face_seed)
 

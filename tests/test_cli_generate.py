@@ -148,7 +148,7 @@ def test_mini_presets_warn_only_for_portraits_they_never_saw(media: Path, tmp_pa
     from soul.media.image import load_image
     from soul.miniature.portrait import HELD_OUT_SEED, draw_face, random_face
 
-    for preset in ("mini", "mini-fast"):
+    for preset in ("mini", "mini16", "mini-fast"):
         config = load_preset(preset)
         photo = media / "portraits" / "hallo_6.jpg"
         request = build_request(preset=preset, image=photo, audio=[media / "audio" / "wan_talk.wav"], output=tmp_path / "x.mp4")

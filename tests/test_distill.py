@@ -182,9 +182,9 @@ def _changed(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 
 def test_dmd_configs_parse_and_validate() -> None:
     tiny = load_distill_config(ROOT / "configs/distill/tiny-dmd.yaml", "dmd")
-    mini = load_distill_config(ROOT / "configs/distill/mini-dmd.yaml", "dmd")
+    mini = load_distill_config(ROOT / "configs/distill/mini16-dmd.yaml", "dmd")
     assert isinstance(tiny, DistillDMDConfig) and tiny.timesteps == [1000, 500] and tiny.regression_weight == 0.0
-    assert mini.timesteps == [1000, 500] and mini.init_checkpoint == load_distill_config(ROOT / "configs/distill/mini-steps.yaml", "steps").init_checkpoint
+    assert mini.timesteps == [1000, 500] and mini.init_checkpoint == load_distill_config(ROOT / "configs/distill/mini16-steps.yaml", "steps").init_checkpoint
     with pytest.raises(ValueError):
         DistillDMDConfig(data={"path": "x"}, min_sigma=0.5, max_sigma=0.4)
 

@@ -100,17 +100,18 @@ def test_fast_presets_sample_like_the_distilled_student() -> None:
 
     # the levels each student was distilled at: mini-fast's recipe config, and the default
     # 4-level schedule of `soul distill steps` (the public TI2V-5B students') for the 5B preset
-    mini_steps = load_distill_config(Path(__file__).resolve().parents[1] / "configs/distill/mini-steps.yaml", "steps")
+    mini_steps = load_distill_config(Path(__file__).resolve().parents[1] / "configs/distill/mini16-steps.yaml", "steps")
     students = {"mini-fast": distilled_sigmas(mini_steps.timesteps).tolist()[:-1], "wan22-ti2v-5b-fast": distilled_sigmas().tolist()[:-1]}
     assert students["mini-fast"] == [1.0, 0.5]
-    for fast, base in (("mini-fast", "mini"), ("wan22-ti2v-5b-fast", "wan22-ti2v-5b")):
+    for fast, base in (("mini-fast", "mini16"), ("wan22-ti2v-5b-fast", "wan22-ti2v-5b")):
         cfg, parent = load_preset(fast), load_preset(base)
         assert cfg.name == fast
         s = cfg.sampling
         assert (s.sampler, s.sigmas, s.guidance, s.vae) == ("x0", students[fast], False, "light")
         assert (cfg.transformer, cfg.vae, cfg.audio) == (parent.transformer, parent.vae, parent.audio)
         assert (s.height, s.width, s.fps) == (parent.sampling.height, parent.sampling.width, parent.sampling.fps)
-    assert load_preset("mini").weights == "mini" and load_preset("mini-fast").weights == "mini-fast"
+    assert load_preset("mini").weights == "mini" and load_preset("mini16").weights == "mini16" and load_preset("mini-fast").weights == "mini-fast"
+    assert load_preset("mini").vae.scale_factor_spatial == 8 and load_preset("mini16").vae.scale_factor_spatial == 16
     assert load_preset("wan22-ti2v-5b-fast").weights is None and load_preset("tiny").weights is None
     assert load_preset("mini").sampling.sampler == "euler" and load_preset("mini").sampling.guidance is True
 

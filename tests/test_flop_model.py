@@ -66,10 +66,10 @@ def test_measured_seconds_come_from_one_speed_run_or_nowhere(fm, tmp_path: Path)
 
     assert fm.measured_seconds(tmp_path) == {}  # no run: no figures at all, the columns print "-"
     stages = lambda total: {"total": total, "text": 0.0, "audio": 0.1, "transformer": total / 2, "vae": total / 4}  # noqa: E731
-    (tmp_path / "speed_timing.json").write_text(json.dumps({"mini": {"base": stages(2.0), "fast": stages(0.1), "decoder": [0.3, 0.03]}}))
+    (tmp_path / "speed_timing.json").write_text(json.dumps({"mini16": {"base": stages(2.0), "fast": stages(0.1), "decoder": [0.3, 0.03]}}))
     (tmp_path / "speed_quality.json").write_text(json.dumps({"timing": {"base": stages(10.0), "fast": stages(1.0), "fast-full": stages(6.0)}}))
     got = fm.measured_seconds(tmp_path)
-    assert got["mini (speed.py)"] == {"transformer": (1.0, 0.05), "decoder": (0.3, 0.03), "vae stage": (0.5, 0.025), "whole call": (2.0, 0.1)}
-    assert got["mini 20 s (quality table)"]["whole call"] == (10.0, 1.0)
-    assert got["mini 20 s (quality table)"]["decoder only (fast w/ full vs light)"] == (6.0, 1.0)
+    assert got["mini16 (speed.py)"] == {"transformer": (1.0, 0.05), "decoder": (0.3, 0.03), "vae stage": (0.5, 0.025), "whole call": (2.0, 0.1)}
+    assert got["mini16 20 s (quality table)"]["whole call"] == (10.0, 1.0)
+    assert got["mini16 20 s (quality table)"]["decoder only (fast w/ full vs light)"] == (6.0, 1.0)
     assert "scaled-5b (speed.py)" not in got

@@ -30,6 +30,22 @@ def test_frame_count_and_range_match_the_full_vae(latent_frames: int) -> None:
     assert light.min() >= -1 and light.max() <= 1
 
 
+def test_an_8x_vae_gets_a_light_decoder_of_its_own_factor_with_the_same_layout() -> None:
+    """The 8x miniature VAE (`mini`): two spatial upsamples instead of three, the first stage's
+    upsample an identity at the same index, so the state-dict keys stay TAEHV's."""
+    full_cfg = load_preset("mini")
+    assert full_cfg.vae.scale_factor_spatial == 8
+    light_cfg = light_vae_config_for(full_cfg.vae, widths=(16, 8, 8, 8))
+    assert light_cfg.space_upscale == (False, True, True) and light_cfg.spatial_factor == 8
+    z = torch.randn(1, 48, 3, 2, 3)
+    with torch.no_grad():
+        light = LightDecoder(light_cfg).eval()
+        assert light(z).shape == decode_latents(build_vae(full_cfg), z).shape == (1, 3, 9, 16, 24)
+    assert set(light.state_dict()) == set(_decoder().state_dict())
+    with pytest.raises(InputError, match="space_upscale"):
+        LightVAEConfig(space_upscale=(True, True))  # type: ignore[arg-type]
+
+
 def test_decoding_is_causal_in_time() -> None:
     dec = _decoder()
     z = torch.randn(1, 48, 4, 2, 2)

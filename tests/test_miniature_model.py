@@ -21,10 +21,16 @@ from soul.miniature.clips import draw_clip
 torch.set_num_threads(1)
 
 
-def test_mini_preset_keeps_the_5b_layout_at_a_trainable_size() -> None:
-    mini, big = load_preset("mini"), load_preset("wan22-ti2v-5b")
+def test_mini_presets_keep_the_5b_layout_at_a_trainable_size() -> None:
+    """`mini16` keeps Wan2.2's VAE layout exactly; `mini` differs in one thing, the spatial factor
+    (8x: one downsampling stage fewer, both stages temporal, so time is still 4x)."""
+    big = load_preset("wan22-ti2v-5b")
     for key in ("z_dim", "patch_size", "scale_factor_spatial", "scale_factor_temporal", "temperal_downsample", "in_channels"):
+        assert getattr(load_preset("mini16").vae, key) == getattr(big.vae, key)
+    mini = load_preset("mini")
+    for key in ("z_dim", "patch_size", "scale_factor_temporal", "in_channels", "is_residual"):
         assert getattr(mini.vae, key) == getattr(big.vae, key)
+    assert (mini.vae.scale_factor_spatial, mini.vae.temperal_downsample, len(mini.vae.dim_mult)) == (8, [True, True], 3)
     assert mini.transformer.patch_size == big.transformer.patch_size
     # a token must be wider than what it carries: a 2x2 patch of 48 channels
     assert mini.transformer.inner_dim > 48 * 2 * 2
@@ -74,6 +80,20 @@ def test_decoder_only_training_on_groups_keeps_the_latent_space(tmp_path: Path) 
     changed = {k.split(".")[0] for k, v in after.state_dict().items() if not torch.equal(v, before[k])}
     assert changed and changed <= {"decoder", "post_quant_conv"}, changed
     assert after.config.latents_std == [3.0] * 48  # the encoder's statistics are kept, not re-measured
+
+
+def test_the_both_framing_draws_close_ups_on_even_seeds_and_groups_on_odd_ones() -> None:
+    """`--framing both` (the 8x mini's decoder): one decoder for close-ups and groups."""
+    from soul.miniature.vae_trainer import DrawnPool, draw_training_clip
+
+    seeds = list(range(8))
+    pool = DrawnPool(seeds, 1.0, 16, 64, framing="both")
+    assert set(pool.widths) == {64, 128, 192}
+    for seed, clip in zip(seeds, pool.clips):
+        want = draw_training_clip(seed, 1.0, 16, 64, "close-up" if seed % 2 == 0 else "mixed")
+        assert np.array_equal(clip.frames, want.frames)
+    with pytest.raises(ValueError, match="framing"):
+        draw_training_clip(1, 1.0, 16, 64, "wide")
 
 
 def test_a_pool_with_speech_draws_mouths_that_follow_it() -> None:

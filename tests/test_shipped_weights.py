@@ -21,17 +21,18 @@ from soul.pipelines.shipped import load_shipped_pipeline
 from soul.miniature.portrait import HELD_OUT_SEED
 
 
-def test_both_weight_sets_ship_within_the_size_budget() -> None:
-    for name in ("mini", "mini-fast"):
+def test_every_weight_set_ships_within_the_size_budget() -> None:
+    names = ("mini", "mini16", "mini-fast")
+    for name in names:
         assert has_shipped_weights(name), f"{name} weights missing from {WEIGHTS_DIR}: pack them (docs/miniature.md)"
-    sizes = {name: shipped_files(name)[0].stat().st_size for name in ("mini", "mini-fast")}
-    assert sizes["mini"] <= 30e6 and sizes["mini-fast"] <= 30e6, sizes
-    assert json.loads(shipped_files("mini-fast")[1].read_text())["base"] == "mini"
+    sizes = {name: shipped_files(name)[0].stat().st_size for name in names}
+    assert all(size <= 30e6 for size in sizes.values()), sizes
+    assert json.loads(shipped_files("mini-fast")[1].read_text())["base"] == "mini16"  # the model it was distilled from
 
 
 def test_the_fast_student_loads_over_its_base_with_a_light_decoder() -> None:
     torch.set_num_threads(1)
-    mini, fast = load_shipped_pipeline("mini"), load_shipped_pipeline("mini-fast")
+    mini, fast = load_shipped_pipeline("mini16"), load_shipped_pipeline("mini-fast")
     assert fast.config.name == "mini-fast" and fast.light_vae is not None
     for key, value in mini.vae.state_dict().items():  # the VAE comes from the base weights
         assert torch.equal(fast.vae.state_dict()[key], value)
@@ -87,3 +88,25 @@ def test_demo_people_each_follow_their_own_voice(tmp_path: Path, people: int) ->
         assert person["lipsync_r"] >= 0.6, summary["people"]
         assert max(person["lipsync_r_cross"]) <= 0.2, summary["people"]
     assert summary["binds"]
+
+
+def test_the_demo_follows_a_real_voice_it_never_trained_on(media: Path, tmp_path: Path) -> None:
+    """Issue 17's bar on one held-out recording (docs/miniature.md, "Voices it never heard"):
+    `soul demo --audio` with hallo_3 (English, never in training) looped to 20 s, as
+    benchmarks/miniature_voices.py does (shorter clips inflate the chance level). The shipped
+    `mini` scored 0.867 when packed; `mini16` scored 0.781, under the bar."""
+    import soundfile as sf
+
+    from soul.media.audio import load_audio
+
+    voice = load_audio(media / "audio" / "hallo_3.wav")
+    samples = np.asarray(voice.samples, dtype=np.float32).reshape(-1)
+    looped = np.tile(samples, int(np.ceil(20 * voice.sample_rate / samples.size)))[: 20 * voice.sample_rate]
+    sf.write(tmp_path / "hallo_3_20s.wav", looped, voice.sample_rate)
+    cmd = [sys.executable, "-c", "import sys; from soul.cli import main; main(sys.argv[1:])",
+           "demo", "--audio", str(tmp_path / "hallo_3_20s.wav"), "--out", str(tmp_path / "out"), "--json"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["weights"] == "shipped mini"
+    assert summary["lipsync_r"] >= 0.75 and abs(summary["lipsync_r_mismatched"]) <= 0.15, summary

@@ -39,27 +39,27 @@ def test_bounds_are_five_percent_of_the_best_base_per_measure(speed) -> None:
 def test_verdict_lines_pass_fail_and_headline(speed) -> None:
     means = {**BASES, "fast": measures(r=0.79), "slow-fast": measures(), "bad": measures(r=0.10, flicker=0.9)}
     lines = speed.verdict_lines(means, SECONDS, control="bad")
-    assert "speedup_equal_quality mini fast: 10.0x (vs base: 10.00 s / 1.00 s; vs base-50 25.0x)" in lines
-    assert "speedup_equal_quality mini slow-fast: 2.0x (vs base: 10.00 s / 5.00 s; vs base-50 5.0x)" in lines
-    assert "not_equal_quality mini bad (negative control): lipsync_r 0.1000 vs >= 0.7600" in lines
-    assert "not_equal_quality mini bad (negative control): flicker 0.9000 vs <= 0.4200" in lines
-    assert lines[0] == "bases mini: speed-ups against base, the preset's default (10.00 s); against the best of the bases: base at equal quality; base-50 at equal quality"
-    assert lines[-1] == "speedup_equal_quality mini: 10.0x (fast, vs base)"
+    assert "speedup_equal_quality mini16 fast: 10.0x (vs base: 10.00 s / 1.00 s; vs base-50 25.0x)" in lines
+    assert "speedup_equal_quality mini16 slow-fast: 2.0x (vs base: 10.00 s / 5.00 s; vs base-50 5.0x)" in lines
+    assert "not_equal_quality mini16 bad (negative control): lipsync_r 0.1000 vs >= 0.7600" in lines
+    assert "not_equal_quality mini16 bad (negative control): flicker 0.9000 vs <= 0.4200" in lines
+    assert lines[0] == "bases mini16: speed-ups against base, the preset's default (10.00 s); against the best of the bases: base at equal quality; base-50 at equal quality"
+    assert lines[-1] == "speedup_equal_quality mini16: 10.0x (fast, vs base)"
     # a negative control that passes is flagged and never becomes the headline
     lines = speed.verdict_lines({**BASES, "bad": measures()}, SECONDS, control="bad")
     assert any(line.startswith("WARNING: the negative control bad passed") for line in lines)
-    assert lines[-1] == "speedup_equal_quality mini: none within 5 %"
+    assert lines[-1] == "speedup_equal_quality mini16: none within 5 %"
     # a base that is itself slightly worse still sets the ratio: the bar is against the preset's default
     lines = speed.verdict_lines({"base": measures(r=0.60), "base-50": measures(r=0.80), "fast": measures(r=0.80)}, SECONDS)
     assert lines[0].endswith("base fails lipsync_r 0.6000 vs 0.7600; base-50 at equal quality")
-    assert lines[-1] == "speedup_equal_quality mini: 10.0x (fast, vs base)"
+    assert lines[-1] == "speedup_equal_quality mini16: 10.0x (fast, vs base)"
 
 
 def test_nothing_passes_gives_none(speed) -> None:
     means = {**BASES, "fast": measures(identity=0.05), "fast-1": measures(r=0.5)}
     lines = speed.verdict_lines(means, SECONDS)
-    assert lines[-1] == "speedup_equal_quality mini: none within 5 %"
-    assert not any(line.startswith("speedup_equal_quality mini fast") for line in lines)
+    assert lines[-1] == "speedup_equal_quality mini16: none within 5 %"
+    assert not any(line.startswith("speedup_equal_quality mini16 fast") for line in lines)
 
 
 def test_speech_stretches_differ_per_face(speed, tmp_path) -> None:

@@ -48,7 +48,7 @@ def demo(
     seconds: float = typer.Option(None, "--seconds", help=f"Length in seconds (default {DEFAULT_SECONDS:.0f}, or the whole --audio)."),
     seed: int = typer.Option(0, "--seed", help="Seed for the face, the speech and the sampling; faces and speech come from the held-out range (face_seed = 1,000,000 + seed), never from training."),
     out: Path = typer.Option(Path("outputs/demo"), "--out", help="Output directory."),
-    preset: str = typer.Option(None, "--preset", help="mini (trained, the default when installed), mini-fast (distilled), or tiny (random weights)."),
+    preset: str = typer.Option(None, "--preset", help="mini (trained, the default when installed), mini-fast (distilled, from mini16), mini16 (the earlier 16x-VAE model), or tiny (random weights)."),
     checkpoint: Path = typer.Option(None, "--checkpoint", help="A pipeline directory to use instead of the preset's weights (e.g. a run exported by soul mini export)."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:

@@ -48,7 +48,7 @@ VAE_EVAL_FRAMES = 17
 VAE_DECODE_FROM = "mean"
 VAE_MOUTH_WEIGHT = 4.0
 VAE_TEMPORAL_WEIGHT = 0.0
-VAE_FRAMINGS = ("close-up", "mixed")
+VAE_FRAMINGS = ("close-up", "mixed", "both")
 VAE_TRAINABLE = ("all", "decoder")
 NO_LIMIT_MINUTES = 1e9
 DEFAULT_WEIGHTS_NAME = "mini"  # soul.pipelines.shipped.DEFAULT_NAME
@@ -144,10 +144,10 @@ def train_vae_cmd(
     mouth_weight: float = typer.Option(VAE_MOUTH_WEIGHT, "--mouth-weight", help="Loss weight inside the mouth box (lip sync lives there)."),
     temporal_weight: float = typer.Option(VAE_TEMPORAL_WEIGHT, "--temporal-weight", help="Weight of the frame-difference loss (video windows)."),
     inflate: bool = typer.Option(False, "--inflate", help="--init is image-trained (--window 1): inflate it for video first."),
-    framing: str = typer.Option("close-up", "--framing", help="close-up: faces fill the frame; mixed: faces at the group world's sizes in their slot (people further back)."),
+    framing: str = typer.Option("close-up", "--framing", help="close-up: faces fill the frame; mixed: faces at the group world's sizes in their slot (people further back); both: half and half."),
     trainable: str = typer.Option("all", "--trainable", help="all, or decoder: keep the encoder and its latent space (a trained transformer stays valid)."),
     threads: int = typer.Option(1, "--threads", help="CPU threads for torch (small models on CPU: 1 is often fastest)."),
-    spatial_factor: int = typer.Option(16, "--spatial-factor", help="16 (Wan2.2's, 4x4 latents for 64x64 frames) or 8 (8x8 latents; keeps the mouths' lip sync, docs/miniature.md). --init must have the same."),
+    spatial_factor: int = typer.Option(8, "--spatial-factor", help="8 (the mini preset's: 8x8 latents for 64x64 frames, keeps eyes and fast mouths) or 16 (Wan2.2's and mini16's: 4x4 latents); docs/miniature.md. --init must have the same."),
     media: Path = typer.Option(None, "--media", help="A media folder laid out like ../shared/media: --speech-fraction of the pool's clips speak its training recordings (faster mouths than babble)."),
     voices: int = typer.Option(0, "--voices", help="With --media: also this many espeak-ng voices in the pool's speech."),
     speech_fraction: float = typer.Option(0.5, "--speech-fraction", help="With --media: share of the pool's clips (chosen by seed) that speak, 0..1."),

@@ -102,7 +102,7 @@ def pack(checkpoint: str | Path, out_dir: str | Path = WEIGHTS_DIR, info: dict |
     record["latents_std"] = [float(v) for v in pipe.vae.config.latents_std]
     if pipe.light_vae is not None:
         light = asdict(pipe.light_vae.config)
-        record[LIGHT_VAE] = {**light, "widths": list(light["widths"]), "time_upscale": list(light["time_upscale"])}
+        record[LIGHT_VAE] = {**light, **{key: list(light[key]) for key in ("widths", "time_upscale", "space_upscale")}}
     else:
         record.pop(LIGHT_VAE, None)
     record["parameters"] = {component: sum(p.numel() for p in m.parameters()) for component, m in components.items()}

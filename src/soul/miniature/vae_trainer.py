@@ -134,7 +134,7 @@ def boxes_mask(boxes: list[tuple[float, float, float, float]], height: int, widt
     return m
 
 
-FRAMINGS = ("close-up", "mixed")
+FRAMINGS = ("close-up", "mixed", "both")
 TRAINABLE = ("all", "decoder")
 MIXED_PEOPLE = (1, 2, 3)  # group widths the mixed framing draws
 
@@ -158,8 +158,11 @@ def draw_training_clip(
 ) -> TrainingClip:
     """The close-up of the one-person world, or (``mixed``) a group of 1-3 people side by side,
     faces at the group world's sizes: neighbours' colours meet at the slot borders as they do when
-    several people are generated in one frame. With ``speech`` the mouths follow pieces of it
-    instead of babble."""
+    several people are generated in one frame; ``both``: even seeds close-up, odd seeds mixed (a
+    decoder trained on groups alone lost 0.8 dB on close-ups). With ``speech`` the mouths follow
+    pieces of it instead of babble."""
+    if framing == "both":
+        framing = "close-up" if seed % 2 == 0 else "mixed"  # odd seeds still cycle the group widths (seed % 3)
     if framing == "close-up":
         audio = speech.segment(seconds, np.random.default_rng([seed, 31])) if speech is not None else None
         return as_training_clip(draw_clip(seed, seconds, fps, size, audio=audio))

@@ -5,7 +5,9 @@ its 3-D causal convolutions run at full width on every frame. This decoder follo
 instead: every layer is a 2-D conv applied per frame; time is mixed only by "memory blocks" (each
 sees its own input and the previous frame's) and grown by 1x1 "time-grow" convs that split one
 frame's channels into several frames. Three x2 spatial upsamples and a final pixel shuffle (patch
-2) give Wan2.2's 16x spatial factor; two time-grow stages give its 4x temporal factor.
+2) give Wan2.2's 16x spatial factor; two time-grow stages give its 4x temporal factor. For an 8x
+VAE (the miniature `mini`) the first stage keeps its size (``space_upscale``): its upsample becomes
+an identity at the same index, so the module layout, and TAEHV's key names, stay as they are.
 
 Conventions (checked against ``AutoencoderKLWan``):
 - input: Soul's *normalised* latents ``[B, 48, F, h, w]``; they are un-normalised here with the
@@ -51,6 +53,7 @@ class LightVAEConfig:
     widths: tuple[int, int, int, int] = TAEHV_WIDTHS
     blocks_per_stage: int = 3
     time_upscale: tuple[bool, bool, bool] = (False, True, True)
+    space_upscale: tuple[bool, bool, bool] = (True, True, True)  # (False, True, True): an 8x VAE
     # 1x1 memory blocks on the output patches (not in TAEHV's layout, so 0 for its checkpoints).
     # Why: every TAEHV layer after the last time-grow sees one frame only,
     # so the frames split from one parent differ in brightness and nothing can even that out; at
@@ -62,12 +65,15 @@ class LightVAEConfig:
     def __post_init__(self) -> None:
         self.widths = tuple(int(w) for w in self.widths)  # type: ignore[assignment]
         self.time_upscale = tuple(bool(t) for t in self.time_upscale)  # type: ignore[assignment]
+        self.space_upscale = tuple(bool(s) for s in self.space_upscale)  # type: ignore[assignment]
         if len(self.widths) != 4 or min(self.widths) < 1:
             raise InputError("light_vae.widths", f"{self.widths}", "give four positive stage widths, e.g. [256, 128, 64, 64]")
         if self.final_memory_blocks < 0:
             raise InputError("light_vae.final_memory_blocks", f"{self.final_memory_blocks}", "give 0 (TAEHV's layout) or more")
         if len(self.time_upscale) != 3:
             raise InputError("light_vae.time_upscale", f"{self.time_upscale}", "give three booleans, e.g. [false, true, true]")
+        if len(self.space_upscale) != 3:
+            raise InputError("light_vae.space_upscale", f"{self.space_upscale}", "give three booleans, e.g. [true, true, true] for a 16x VAE")
         if len(self.latents_mean) != self.latent_channels or len(self.latents_std) != self.latent_channels:
             raise InputError("light_vae.latents_mean/std", f"lengths {len(self.latents_mean)}/{len(self.latents_std)}", f"give {self.latent_channels} values each")
 
@@ -77,7 +83,7 @@ class LightVAEConfig:
 
     @property
     def spatial_factor(self) -> int:
-        return 8 * self.patch_size
+        return 2 ** sum(self.space_upscale) * self.patch_size
 
 
 # ------------------------------------------------------------------------------------ blocks
@@ -153,7 +159,7 @@ class LightDecoder(nn.Module):
         for stage in range(3):
             layers += [MemoryBlock(w[stage], w[stage]) for _ in range(cfg.blocks_per_stage)]
             layers += [
-                nn.Upsample(scale_factor=2),
+                nn.Upsample(scale_factor=2) if cfg.space_upscale[stage] else nn.Identity(),
                 TimeGrow(w[stage], 2 if cfg.time_upscale[stage] else 1),
                 _conv3(w[stage], w[stage + 1], bias=False),
             ]
@@ -228,7 +234,8 @@ class LightDecoder(nn.Module):
         return (x * 2 - 1)[:, :, self.frames_to_trim :]
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        """Normalised latents ``[B, C, F, h, w]`` -> video ``[B, 3, 1 + 4(F-1), 16h, 16w]`` in [-1, 1]."""
+        """Normalised latents ``[B, C, F, h, w]`` -> video ``[B, 3, 1 + 4(F-1), s h, s w]`` in [-1, 1]
+        (``s`` = ``config.spatial_factor``, 16 for Wan2.2's VAE)."""
         out, _ = self.run(self.raw_latents(z))
         return self.to_pixels(out)[:, :, self.frames_to_trim :]
 
@@ -245,7 +252,8 @@ class LightDecoder(nn.Module):
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         cfg = asdict(self.config)
-        cfg["widths"], cfg["time_upscale"] = list(cfg["widths"]), list(cfg["time_upscale"])
+        for key in ("widths", "time_upscale", "space_upscale"):
+            cfg[key] = list(cfg[key])
         (out / CONFIG_FILE).write_text(json.dumps({"_class_name": "SoulLightDecoder", **cfg}, indent=2) + "\n", encoding="utf-8")
         save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(out / WEIGHTS_FILE))
         return out
@@ -364,4 +372,10 @@ def light_vae_config_for(preset_vae: object, widths: Sequence[int] | None = None
         widths = tuple(max(8, w * min(base, 256) // 256) for w in TAEHV_WIDTHS)
     mean = list(getattr(preset_vae, "latents_mean", None) or [0.0] * z_dim)
     std = list(getattr(preset_vae, "latents_std", None) or [1.0] * z_dim)
-    return LightVAEConfig(latent_channels=z_dim, patch_size=int(getattr(preset_vae, "patch_size", 2) or 2), widths=tuple(widths), latents_mean=mean, latents_std=std)  # type: ignore[arg-type]
+    patch = int(getattr(preset_vae, "patch_size", 2) or 2)
+    factor = int(getattr(preset_vae, "scale_factor_spatial", 16) or 16)
+    upsamples = {8: 3, 4: 2}.get(factor // patch)  # x2 stages after the patch's own factor
+    if upsamples is None:
+        raise InputError("vae.scale_factor_spatial", f"{factor} with patch {patch}", "a light decoder is built for 16x or 8x VAEs with patch 2")
+    space = tuple(stage >= 3 - upsamples for stage in range(3))  # the first stages keep their size
+    return LightVAEConfig(latent_channels=z_dim, patch_size=patch, widths=tuple(widths), space_upscale=space, latents_mean=mean, latents_std=std)  # type: ignore[arg-type]
