@@ -12,7 +12,7 @@ an identity at the same index, so the module layout, and TAEHV's key names, stay
 Conventions (checked against ``AutoencoderKLWan``):
 - input: Soul's *normalised* latents ``[B, 48, F, h, w]``; they are un-normalised here with the
   full VAE's ``latents_mean/std`` (the light decoder, like TAEHV, works on raw latents);
-- output: frames ``[B, 3, 1 + 4 (F - 1), 16 h, 16 w]`` in [-1, 1], like ``decode_latents``: the
+- output: frames ``[B, 3, 1 + 4 (F - 1), 16 h, 16 w]`` (8 h, 8 w for an 8x VAE) in [-1, 1], like ``decode_latents``: the
   decoder makes 4 frames per latent and drops the first 3 of the stream, so latent 0 gives one
   frame and every later latent four, and frame ``t`` depends only on latents ``<= t``'s latent;
 - streaming: ``LightStreamingDecoder.push`` decodes a sequence in pieces with its own memory and
