@@ -94,7 +94,7 @@ def test_the_demo_follows_a_real_voice_it_never_trained_on(media: Path, tmp_path
     """Issue 17's bar on one held-out recording (docs/miniature.md, "Voices it never heard"):
     `soul demo --audio` with hallo_3 (English, never in training) looped to 20 s, as
     benchmarks/miniature_voices.py does (shorter clips inflate the chance level). The shipped
-    `mini` scored 0.867 when packed; `mini16` scored 0.781, under the bar."""
+    `mini` scored 0.866 (packed weights); `mini16` scored 0.781, under the bar."""
     import soundfile as sf
 
     from soul.media.audio import load_audio
