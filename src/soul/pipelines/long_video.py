@@ -27,7 +27,6 @@ it rebuilds the decoder cache exactly) and continues sampling from the first mis
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,9 +36,9 @@ import numpy as np
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from soul.media.spool import track_stats
-from soul.models.audio_encoder import SoulAudioEncoder, latent_frame_windows, resample_to_video, window_features
+from soul.models.audio_encoder import latent_frame_windows
 from soul.models.vae import frames_to_uint8
+from soul.pipelines.chunk_audio import ChunkAudio
 from soul.sampling.chunks import TEMPORAL, ChunkPlan, chunk_seed, plan_video
 from soul.sampling.codebook import LatentCodebook
 from soul.sampling.guidance import Conditions
@@ -73,48 +72,6 @@ ChunkCallback = Callable[[dict[str, Any]], None]
 """Called with a chunk's summary record after the chunk is saved and its frames are emitted."""
 
 
-class ChunkAudio:
-    """Audio features of one chunk's latent frames, read from the whole tracks by absolute time.
-
-    The encoder's input normalisation (zero mean, unit variance) uses each track's whole-length
-    statistics, as ``encode_streams`` does (per-chunk statistics would make chunk borders audible
-    to the model), but is applied to each chunk's stretch as it is read, so no normalised copy of a
-    long track exists. Tracks are padded with digital silence past their end. A chunk encodes only
-    the stretch its windows read, with the encoder's context margin either side, so memory is
-    bounded by the chunk, not by the video.
-    """
-
-    def __init__(self, encoder: SoulAudioEncoder, streams: Sequence[np.ndarray], fps: float) -> None:
-        self.encoder = encoder
-        self.fps = float(fps)
-        self.tracks = [np.asarray(s, dtype=np.float32) for s in streams]
-        normalize = bool(getattr(encoder.feature_extractor, "do_normalize", True))
-        self.stats = [track_stats(t) if normalize else (0.0, 1.0 - 1e-7) for t in self.tracks]
-
-    def features(self, windows: torch.Tensor) -> torch.Tensor:
-        """``windows [F, W]`` (absolute video frames) -> ``[N, F, W, L, D]`` float32."""
-        enc = self.encoder
-        sr, hop, field_ = enc.sample_rate, enc.hop, enc.receptive_field
-        lo, hi = int(windows.min()), int(windows.max())
-        centre = (field_ - 1) / 2.0
-        j0 = max(0, math.floor((lo / self.fps * sr - centre) / hop) - 1)
-        j1 = max(j0, math.ceil((hi / self.fps * sr - centre) / hop) + 1)
-        margin = math.ceil(enc.context_seconds * sr / hop)
-        a, b = max(0, j0 - margin), j1 + margin + 1
-        length = (b - a - 1) * hop + field_
-        out = []
-        for track, (mean, var) in zip(self.tracks, self.stats):
-            part = (track[a * hop : a * hop + length] - np.float32(mean)) / np.float32(math.sqrt(var + 1e-7))
-            if part.shape[0] < length:
-                part = np.pad(part, (0, length - part.shape[0]))
-            feats = enc.encode(part.astype(np.float32, copy=False), normalized=True)
-            rate = resample_to_video(
-                feats, hi - lo + 1, self.fps, feature_rate=enc.feature_rate, feature_offset=enc.feature_offset + a * hop / sr - lo / self.fps
-            )
-            out.append(window_features(rate, windows - lo))
-        return torch.stack(out, dim=0)
-
-
 @dataclass
 class LongVideoResult:
     """What a long generation did: frames emitted, the chunk records, and the settings used."""
@@ -133,6 +90,26 @@ class ChunkConditions:
     text: torch.Tensor
     null_text: torch.Tensor | None
     person_masks: torch.Tensor | None
+
+
+def chunk_windows(pipe: SoulPipeline, plan: ChunkPlan, total_frames: int) -> torch.Tensor:
+    """The absolute video frames each of a chunk's model latents reads audio from ``[F, W]``.
+
+    A short first chunk (a live session's) can leave fewer latents before chunk 1 than its motion
+    prefix holds: the prefix then starts at latent 0 (the portrait frame) and the windows in front
+    of the video read its first frame, as windows past the end read the last one.
+    """
+    num = TEMPORAL * (plan.model_latents - 1) + 1
+    start = TEMPORAL * (plan.first_latent - plan.motion - 1)
+    if start >= 0:
+        return latent_frame_windows(num, pipe.audio_encoder.context_frames, start=start, total_frames=total_frames)
+    windows = latent_frame_windows(num, pipe.audio_encoder.context_frames, start=0, total_frames=num - start) + start
+    return windows.clamp_(0, total_frames - 1)
+
+
+def chunk_audio(pipe: SoulPipeline, streams: Sequence[Any], settings: SamplingSettings) -> ChunkAudio:
+    """The chunk feature reader for ``streams`` (arrays or growing tracks) under ``settings``' audio layout."""
+    return ChunkAudio(pipe.audio_encoder, streams, settings.fps, norm=settings.audio_norm, lookahead=settings.audio_lookahead)
 
 
 def sample_chunk(
@@ -155,11 +132,7 @@ def sample_chunk(
     may draw more from it (x0 re-noising).
     """
     cfg = pipe.config
-    windows = latent_frame_windows(
-        TEMPORAL * (plan.model_latents - 1) + 1, pipe.audio_encoder.context_frames,
-        start=TEMPORAL * (plan.first_latent - plan.motion - 1), total_frames=total_frames,
-    )
-    feats = audio.features(windows).unsqueeze(0).to(pipe.device)
+    feats = audio.features(chunk_windows(pipe, plan, total_frames)).unsqueeze(0).to(pipe.device)
     parallel = getattr(pipe, "parallel", None)
     shape = (1, cfg.vae.z_dim, plan.model_latents, prefix.shape[3], prefix.shape[4])
     noise = randn_tensor(shape, generator=generator, device=generator.device, dtype=torch.float32).to(pipe.device)
@@ -173,7 +146,7 @@ def sample_chunk(
         )
 
 
-class _Sequence:
+class LatentSequence:
     """The growing latent sequence: its motion tail, the codebook, and the decoder feeding the sink."""
 
     def __init__(self, pipe: SoulPipeline, anchor: torch.Tensor, settings: SamplingSettings, seed: int, video_frames: int, sink: FramesSink | None) -> None:
@@ -250,15 +223,15 @@ def generate_long_video(
     chunk is saved before its frames are emitted. The planning is ``soul.sampling.chunks.plan_video``.
     """
     cfg = pipe.config
-    video = plan_video(video_frames, settings.chunk_frames, settings.motion_latents)
+    video = plan_video(video_frames, settings.chunk_frames, settings.motion_latents, settings.first_chunk_frames)
     if state is not None and state.num_done > len(video.chunks):
         raise ValueError(f"resume state has {state.num_done} chunks, the plan only {len(video.chunks)}")
     lat_h, lat_w = settings.height // cfg.vae.scale_factor_spatial, settings.width // cfg.vae.scale_factor_spatial
     anchor = conditions.anchor.to(device=pipe.device, dtype=torch.float32)
     if tuple(anchor.shape) != (1, cfg.vae.z_dim, 1, lat_h, lat_w):
         raise ValueError(f"anchor {tuple(anchor.shape)} must be [1, {cfg.vae.z_dim}, 1, {lat_h}, {lat_w}]")
-    audio = ChunkAudio(pipe.audio_encoder, streams, settings.fps)
-    sequence = _Sequence(pipe, anchor, settings, seed, video_frames, sink)
+    audio = chunk_audio(pipe, streams, settings)
+    sequence = LatentSequence(pipe, anchor, settings, seed, video_frames, sink)
     total_steps = settings.steps * len(video.chunks)
     records: list[dict[str, Any]] = []
     for plan in video.chunks:
@@ -286,7 +259,8 @@ def generate_long_video(
             on_chunk(records[-1])
     info = {
         "chunk_frames": settings.chunk_frames, "chunk_latents": settings.chunk_latents, "motion_latents": settings.motion_latents,
-        "num_chunks": len(video.chunks), "codebook": settings.codebook, "codebook_blend": settings.codebook_blend,
+        "num_chunks": len(video.chunks), "first_chunk_frames": settings.first_chunk_frames, "audio_norm": settings.audio_norm,
+        "audio_lookahead": settings.audio_lookahead, "codebook": settings.codebook, "codebook_blend": settings.codebook_blend,
         "codebook_threshold": None if sequence.codebook is None else sequence.codebook.threshold,
         "resumed_chunks": sum(1 for r in records if r["resumed"]),
     }
@@ -297,7 +271,10 @@ __all__ = [
     "ChunkAudio",
     "ChunkConditions",
     "ChunkStore",
+    "LatentSequence",
     "LongVideoResult",
+    "chunk_audio",
+    "chunk_windows",
     "generate_long_video",
     "sample_chunk",
 ]

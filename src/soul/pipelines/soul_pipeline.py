@@ -42,11 +42,11 @@ from soul.models.text_encoder import SoulTextEncoder
 from soul.models.transformer import SoulTransformer3DModel, build_transformer
 from soul.models.vae import StreamingDecoder, build_vae, decode_latents, encode_frames, frames_to_uint8, load_vae
 from soul.pipelines.long_video import (
-    ChunkAudio,
     ChunkConditions,
     ChunkStore,
     FramesSink,
     LongVideoResult,
+    chunk_audio,
     generate_long_video,
     sample_chunk,
 )
@@ -515,7 +515,7 @@ class SoulPipeline:
             generator = torch.Generator().manual_seed(seed)
         plan = ChunkPlan(index=0, first_latent=1, new_latents=layout.latent_frames - 1, motion=0)
         latents = sample_chunk(
-            self, plan, conditions.anchor, ChunkAudio(self.audio_encoder, streams, settings.fps), conditions, settings,
+            self, plan, conditions.anchor, chunk_audio(self, streams, settings), conditions, settings,
             generator, total_frames=generated, batched_guidance=batched_guidance, callback=callback,
         )
         # 5. Decode

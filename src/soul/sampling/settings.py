@@ -33,6 +33,10 @@ DEFAULT_MOTION_LATENTS = 2
 DEFAULT_MAX_DURATION = 1800.0
 """Longest audio accepted, in seconds (30 minutes)."""
 VAES = ("full", "light")
+AUDIO_NORMS = ("track", "causal")
+"""How the audio encoder's input is normalised: by the whole track's mean and variance (offline),
+or by those of the audio up to the end of what each chunk reads (``causal``: what a live session,
+which never has the whole track, can do; ``soul.pipelines.long_video.ChunkAudio``)."""
 
 _T = TypeVar("_T")
 
@@ -45,6 +49,12 @@ class SamplingSettings:
     frames of the previous chunk reused as a clean prefix); ``codebook_threshold=None`` derives
     the drift threshold from chunk 0's own similarity statistics (its ``codebook_quantile``);
     ``codebook_blend`` 1 replaces drifted vectors, less blends toward the codebook entry.
+
+    The live layout (``soul live``; offline runs can ask for the same to reproduce a live session
+    frame for frame): ``first_chunk_frames`` makes chunk 0 shorter than the rest (None = as long);
+    ``audio_lookahead`` caps the seconds of audio past a chunk's last audio window that its
+    features may see (None = the encoder's whole context margin, ``context_seconds``);
+    ``audio_norm`` is one of ``AUDIO_NORMS``.
     """
 
     height: int
@@ -61,6 +71,9 @@ class SamplingSettings:
     codebook_blend: float = 1.0
     codebook_quantile: float = 0.02
     max_duration: float = DEFAULT_MAX_DURATION
+    first_chunk_frames: int | None = None
+    audio_lookahead: float | None = None
+    audio_norm: Literal["track", "causal"] = "track"
 
     @property
     def steps(self) -> int:
@@ -84,6 +97,10 @@ class SamplingSettings:
             "motion_latents": self.motion_latents, "codebook": self.codebook,
             "codebook_threshold": self.codebook_threshold, "codebook_blend": self.codebook_blend,
             "codebook_quantile": self.codebook_quantile,
+            # the live layout only when asked for, so records and resume fingerprints of ordinary runs are unchanged
+            **({"first_chunk_frames": self.first_chunk_frames} if self.first_chunk_frames is not None else {}),
+            **({"audio_lookahead": self.audio_lookahead} if self.audio_lookahead is not None else {}),
+            **({"audio_norm": self.audio_norm} if self.audio_norm != "track" else {}),
         }
 
 
@@ -104,6 +121,15 @@ def _check_size(config: SoulConfig, height: int, width: int) -> None:
         num_frames=1, height=height, width=width, patch_size=tuple(config.transformer.patch_size),
         scale_spatial=config.vae.scale_factor_spatial, scale_temporal=config.vae.scale_factor_temporal,
     )
+
+
+def _check_live_layout(chunk_frames: int, first_chunk_frames: int | None, lookahead: float | None, norm: str) -> None:
+    if first_chunk_frames is not None and not (5 <= first_chunk_frames <= chunk_frames and (first_chunk_frames - 1) % TEMPORAL == 0):
+        raise InputError("--first-chunk-frames", f"{first_chunk_frames}", f"use {TEMPORAL}k+1 frames from 5 to --chunk-frames ({chunk_frames})")
+    if lookahead is not None and not (math.isfinite(lookahead) and lookahead >= 0):
+        raise InputError("--audio-lookahead", f"{lookahead}", "use a non-negative number of seconds, e.g. 0.25")
+    if norm not in AUDIO_NORMS:
+        raise InputError("--audio-norm", f"{norm!r}", f"use one of: {', '.join(AUDIO_NORMS)}")
 
 
 def _check_layout(chunk_frames: int, motion_latents: int, blend: float, threshold: float | None, max_duration: float) -> None:
@@ -151,6 +177,9 @@ def resolve_sampling(
     codebook_threshold: float | None = None,
     codebook_blend: float | None = None,
     max_duration: float | None = None,
+    first_chunk_frames: int | None = None,
+    audio_lookahead: float | None = None,
+    audio_norm: str | None = None,
 ) -> SamplingSettings:
     """The one place where a preset's defaults meet a caller's overrides; every check happens here."""
     s = config.sampling
@@ -175,9 +204,12 @@ def resolve_sampling(
     blend = float(_given(codebook_blend, 1.0))
     max_duration = float(_given(max_duration, DEFAULT_MAX_DURATION))
     _check_layout(chunk_frames, motion, blend, codebook_threshold, max_duration)
+    norm = _given(audio_norm, "track")
+    _check_live_layout(chunk_frames, first_chunk_frames, audio_lookahead, norm)
     return SamplingSettings(
         height=height, width=width, fps=fps, sigmas=_schedule(config, steps, sigmas, shift), sampler=sampler,  # type: ignore[arg-type]
         guidance=scales, vae=vae, chunk_frames=chunk_frames, motion_latents=motion,  # type: ignore[arg-type]
         codebook=bool(_given(codebook, True)), codebook_threshold=codebook_threshold, codebook_blend=blend,
-        max_duration=max_duration,
+        max_duration=max_duration, first_chunk_frames=None if first_chunk_frames is None else int(first_chunk_frames),
+        audio_lookahead=None if audio_lookahead is None else float(audio_lookahead), audio_norm=norm,  # type: ignore[arg-type]
     )
