@@ -16,6 +16,7 @@ bring the matching runtime.
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,7 +29,14 @@ PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==")
 
 
 def compile_lock(extras: list[str], out: Path, leave_out: list[str]) -> None:
-    """One uv resolution of pyproject.toml into `out`."""
+    """One uv resolution of pyproject.toml into `out`.
+
+    The current lock is copied to `out` first: uv keeps the versions an existing output file pins
+    wherever they still satisfy the requirements, so adding a dependency does not upgrade every
+    other package with it (an unasked-for upgrade once broke generated frames: PyAV 18).
+    """
+    if LOCK.exists():
+        shutil.copyfile(LOCK, out)
     cmd = [
         sys.executable, "-m", "uv", "pip", "compile", "pyproject.toml", "--universal", "--python-version", "3.11",
         "--fork-strategy", "fewest", "--quiet", "--no-header", "-o", str(out),
