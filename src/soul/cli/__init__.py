@@ -27,6 +27,7 @@ from soul.cli import distill as _distill  # noqa: F401,E402
 from soul.cli import mini as _mini  # noqa: F401,E402
 from soul.cli import client as _client  # noqa: F401,E402
 from soul.cli import serve as _serve  # noqa: F401,E402
+from soul.cli import live as _live  # noqa: F401,E402
 
 
 def main(argv: list[str] | None = None) -> None:

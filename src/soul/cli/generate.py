@@ -62,6 +62,9 @@ def generate(
     vae: str | None = typer.Option(None, "--vae", help="full: the Wan2.2 decoder; light: the distilled causal decoder (many times faster) (preset default)."),
     codebook_blend: float = typer.Option(None, "--codebook-blend", help="How far a drifted patch moves toward its codebook entry: 1 replaces (default), 0 leaves it."),
     max_duration: float = typer.Option(None, "--max-duration", help="Longest audio accepted, in seconds (default 1800)."),
+    first_chunk_frames: int = typer.Option(None, "--first-chunk-frames", help="A shorter first chunk, 4k+1 frames (default: --chunk-frames). With --audio-lookahead and --audio-norm causal it reproduces a `soul live` session frame for frame."),
+    audio_lookahead: float = typer.Option(None, "--audio-lookahead", help="Seconds of audio past a chunk that its features may see (default: the encoder's whole context, 2 s)."),
+    audio_norm: str = typer.Option(None, "--audio-norm", help="track: normalise the audio encoder's input by the whole track (default); causal: by the audio up to each chunk, as `soul live` must."),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue an interrupted run of the same command from its last finished chunk."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary (with one record per chunk)."),
     parallel: str = typer.Option(None, "--parallel", help="ulysses=U,cfg=C: share the video among the U*C processes torchrun launched (U split each step's tokens, C its guidance passes); the frames are those of one process, rank 0 writes them. CUDA ranks use NCCL (--device cuda), CPU ranks gloo."),
@@ -102,6 +105,7 @@ def generate(
         guidance=None if guidance_mode is None else guidance_mode == "on", seed=seed, masks=mask or [], device=device, dtype=dtype, cpu_offload=cpu_offload,
         chunk_frames=chunk_frames, motion_latents=motion_latents, codebook=None if codebook is None else codebook == "on",
         codebook_threshold=codebook_threshold, codebook_blend=codebook_blend, max_duration=max_duration, resume=resume, vae=vae,
+        first_chunk_frames=first_chunk_frames, audio_lookahead=audio_lookahead, audio_norm=audio_norm,
     )
     with step_progress("sampling", enabled=not (state.quiet or json_out)) as progress:
         result = run_generate(request, progress=progress, parallel=spec)

@@ -43,6 +43,7 @@ def serve(
     workers: int = typer.Option(1, "--workers", min=1, help="Jobs run at once, each worker with its own loaded model (memory!): one per GPU."),
     device: str = typer.Option("cpu", "--device", help="torch device the workers generate on, e.g. cuda or cuda:1."),
     parallel: str = typer.Option(None, "--parallel", help="ulysses=U,cfg=C: run every job on the U*C processes torchrun launched (rank 0 serves HTTP; the others follow it). CUDA ranks use NCCL (--device cuda), CPU ranks gloo."),
+    live_sessions: int = typer.Option(1, "--live-sessions", min=0, help="Live sessions at once (POST /v1/live; the page /live), each with its own model; 0 turns live off."),
 ) -> None:
     import sys
 
@@ -69,6 +70,7 @@ def serve(
         config = ServeConfig(
             host=host, port=port, data=data, preset=preset, checkpoint=checkpoint, token=token or None, max_queue=max_queue,
             max_upload_mb=max_upload_mb, workers=workers, device=device, parallel=parallel, examples=write_examples(data / "examples"),
+            live_sessions=live_sessions,
         )
         application = create_app(config, group=group)
         if config.token is None and host not in LOCAL_HOSTS:

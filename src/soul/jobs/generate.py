@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -76,6 +76,9 @@ class GenerateRequest(BaseModel):
     codebook_blend: float | None = Field(None, ge=0.0, le=1.0)
     vae: Literal["full", "light"] | None = None
     max_duration: float | None = Field(None, gt=0)
+    first_chunk_frames: int | None = Field(None, ge=5)
+    audio_lookahead: float | None = Field(None, ge=0.0)
+    audio_norm: Literal["track", "causal"] | None = None
     resume: bool = True
 
 
@@ -153,7 +156,9 @@ def prepare_inputs(request: GenerateRequest, workdir: Path) -> PreparedInputs:
 
 
 # Request fields that change no frame: left out of the resume fingerprint.
-_NOT_IN_FINGERPRINT = {"output", "resume", "cpu_offload", "max_duration"}
+# The live layout's fields are in the resolved settings' record when set (and absent when not, so
+# fingerprints of ordinary runs stay what they were).
+_NOT_IN_FINGERPRINT = {"output", "resume", "cpu_offload", "max_duration", "first_chunk_frames", "audio_lookahead", "audio_norm"}
 
 
 def run_generate(
@@ -315,6 +320,7 @@ def resolve_request(request: GenerateRequest, config: SoulConfig) -> SamplingSet
         sampler=request.sampler, text_scale=request.text_scale, audio_scale=request.audio_scale, guidance=request.guidance,
         vae=request.vae, chunk_frames=request.chunk_frames, motion_latents=request.motion_latents, codebook=request.codebook,
         codebook_threshold=request.codebook_threshold, codebook_blend=request.codebook_blend, max_duration=request.max_duration,
+        first_chunk_frames=request.first_chunk_frames, audio_lookahead=request.audio_lookahead, audio_norm=request.audio_norm,
     )
 
 
@@ -356,7 +362,18 @@ def _result_info(
     }
 
 
-def generation_warnings(request: GenerateRequest, config: SoulConfig, image: Any) -> list[str]:
+class ModelRequest(Protocol):
+    """What choosing and loading a model reads from a request (a generation's or a live session's)."""
+
+    image: Path
+    preset: str
+    checkpoint: Path | None
+    device: str
+    dtype: str
+    cpu_offload: bool
+
+
+def generation_warnings(request: ModelRequest, config: SoulConfig, image: Any) -> list[str]:
     """What the user must know before trusting the video: random weights, or a portrait the weights never saw."""
     notes = []
     if request.checkpoint is None and config.weights is None and config.hub.backbone is None:
@@ -372,7 +389,7 @@ def generation_warnings(request: GenerateRequest, config: SoulConfig, image: Any
     return notes
 
 
-def weight_source(request: GenerateRequest, config: SoulConfig) -> str:
+def weight_source(request: ModelRequest, config: SoulConfig) -> str:
     """Where the model's weights come from, for the result record: a checkpoint, shipped, or random."""
     if request.checkpoint is not None:
         return f"checkpoint {request.checkpoint}"
@@ -400,7 +417,7 @@ def warm_pipelines() -> Iterator[None]:
         _WARM.pipelines = previous
 
 
-def load_pipeline(request: GenerateRequest, config: SoulConfig) -> tuple[SoulPipeline, list[Path]]:
+def load_pipeline(request: ModelRequest, config: SoulConfig) -> tuple[SoulPipeline, list[Path]]:
     """`_load_pipeline`, served from the thread's warm cache inside `warm_pipelines()`."""
     cache: dict[tuple[Any, ...], tuple[SoulPipeline, list[Path]]] | None = getattr(_WARM, "pipelines", None)
     if cache is None:
@@ -412,7 +429,7 @@ def load_pipeline(request: GenerateRequest, config: SoulConfig) -> tuple[SoulPip
     return cache[key]
 
 
-def _load_pipeline(request: GenerateRequest, config: SoulConfig) -> tuple[SoulPipeline, list[Path]]:
+def _load_pipeline(request: ModelRequest, config: SoulConfig) -> tuple[SoulPipeline, list[Path]]:
     """The pipeline a request runs on, and the weight files whose content identifies its frames.
 
     `--checkpoint` wins; else the preset's shipped weights (`weights:`), which must be installed

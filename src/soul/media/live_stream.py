@@ -48,8 +48,8 @@ only frames later, and the muxer holds video until it has sound as late (measure
 ahead, the stream lagged by 3 video frames instead of 1)."""
 AAC_PRIMING = 1024
 """Samples of delay FFmpeg's AAC encoder puts before the sound (fragmented MP4 has no edit list to hide it)."""
-MIME = 'video/mp4; codecs="avc1.42C00A, mp4a.40.2"'
-"""What a player's ``MediaSource.isTypeSupported`` is asked (H.264 constrained baseline, AAC-LC)."""
+MIME = 'video/mp4; codecs="avc1.42E01E, mp4a.40.2"'
+"""What a player's ``MediaSource.addSourceBuffer`` is given (H.264 constrained baseline, AAC-LC)."""
 
 
 class BoxSplitter:

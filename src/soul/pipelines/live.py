@@ -104,13 +104,14 @@ class LiveVideo:
 
     # ------------------------------------------------------------------------------ chunks out
 
-    def _next(self) -> tuple[ChunkPlan, int] | None:
-        """The next chunk and the video length its windows are clamped to, if it can be made now."""
+    def _next(self) -> tuple[ChunkPlan, int, int] | None:
+        """The next chunk, the video length its windows are clamped to and the samples it waited
+        for, if it can be made now."""
         if self.total is not None:
             if self.done >= self.total:
                 return None
             plan = next_chunk(self.index, self.done, self.settings.chunk_latents, self.settings.motion_latents, first_latents=self.first_latents, total=self.total)
-            return plan, TEMPORAL * (self.total - 1) + 1
+            return plan, TEMPORAL * (self.total - 1) + 1, max(t.received for t in self.tracks)
         received = max(t.received for t in self.tracks)
         if received == 0:
             return None
@@ -125,7 +126,7 @@ class LiveVideo:
         needed = self.audio.needed(chunk_windows(self.pipe, plan, frames))
         if any(t.received < needed for t in self.tracks):
             return None
-        return plan, frames
+        return plan, frames, needed
 
     def ready(self) -> bool:
         """Whether the next chunk can be made with the audio received so far."""
@@ -137,11 +138,15 @@ class LiveVideo:
         return self.total is not None and self.done >= self.total
 
     def make_chunk(self) -> dict[str, Any] | None:
-        """Make the next chunk if it can be made; its record, or None."""
+        """Make the next chunk if it can be made; its record, or None.
+
+        ``audio_needed`` in the record is the sample count the chunk waited for (all of the audio
+        for the chunks made after the end): what a session's latency is measured from.
+        """
         nxt = self._next()
         if nxt is None:
             return None
-        plan, frames = nxt
+        plan, frames, needed = nxt
         started = time.perf_counter()
         prefix, report = self.sequence.prefix(plan)
         out = sample_chunk(
@@ -157,7 +162,7 @@ class LiveVideo:
         record = {
             "index": plan.index, "new_latents": plan.new_latents, "motion_latents": plan.motion,
             "first_frame": emitted, "frames": self.sequence.emitted - emitted,
-            "audio_received_s": round(self.received_seconds, 4), "seconds": round(time.perf_counter() - started, 4),
+            "audio_needed": needed, "audio_received_s": round(self.received_seconds, 4), "seconds": round(time.perf_counter() - started, 4),
             "replaced_fraction": None if report is None else report.replaced_fraction,
         }
         self.records.append(record)

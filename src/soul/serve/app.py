@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import hmac
 import os
+import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -25,6 +26,7 @@ from soul.config import load_preset
 from soul.errors import RuntimeFailure
 from soul.serve.api import ApiError, ServeState, v1_router
 from soul.serve.config import ServeConfig
+from soul.serve.live import LiveHub, live_routers
 from soul.serve.metrics import ServeMetrics
 from soul.serve.store import JobStore
 from soul.serve.worker import WorkerPool, preload_job_modules
@@ -59,6 +61,9 @@ def create_app(config: ServeConfig, group: WorkerGroup | None = None) -> FastAPI
         raise
     metrics = ServeMetrics(store)
     workers = WorkerPool(store, metrics, config.workers, group=group)
+    live = LiveHub(config.data / "live", preset=config.preset, checkpoint=config.checkpoint, device=config.device,
+                   max_sessions=config.live_sessions, idle_s=config.live_idle_s)
+    shutil.rmtree(config.data / "live", ignore_errors=True)  # sessions do not survive a restart: their portraits go
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -66,6 +71,7 @@ def create_app(config: ServeConfig, group: WorkerGroup | None = None) -> FastAPI
         try:
             yield
         finally:
+            live.stop()
             await run_in_threadpool(workers.stop, WORKER_STOP_S)
 
     app = FastAPI(
@@ -86,6 +92,10 @@ def create_app(config: ServeConfig, group: WorkerGroup | None = None) -> FastAPI
             raise ApiError(401, "authorization: missing or wrong token (send Authorization: Bearer <token>)", {"WWW-Authenticate": "Bearer"})
 
     app.include_router(v1_router(ServeState(config, store, workers.stopping), auth))
+    live_http, live_ws = live_routers(live, config, auth)
+    app.include_router(live_http)
+    app.include_router(live_ws)
+    app.state.live = live
 
     @app.get("/metrics", include_in_schema=False)
     def prometheus() -> Response:
@@ -94,6 +104,13 @@ def create_app(config: ServeConfig, group: WorkerGroup | None = None) -> FastAPI
     @app.get("/", include_in_schema=False, response_model=None)
     def index() -> FileResponse | HTMLResponse:
         page = STATIC_DIR / "index.html"
+        if not page.is_file():
+            return HTMLResponse(NO_UI)
+        return FileResponse(page, media_type="text/html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/live", include_in_schema=False, response_model=None)
+    def live_page() -> FileResponse | HTMLResponse:
+        page = STATIC_DIR / "live.html"
         if not page.is_file():
             return HTMLResponse(NO_UI)
         return FileResponse(page, media_type="text/html", headers={"Cache-Control": "no-cache"})

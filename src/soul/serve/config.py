@@ -34,6 +34,10 @@ class ServeConfig(BaseModel):
     # A portrait.png and speech.wav the web UI offers as "use the example" (GET /v1/examples/NAME);
     # `soul serve` writes a held-out drawn face and babble there. None: no examples.
     examples: Path | None = None
+    # Live sessions (`POST /v1/live`, docs/live.md): how many at once (each is a thread with its own
+    # model), and how long one waits for a client to come back before it ends.
+    live_sessions: int = Field(1, ge=0)
+    live_idle_s: float = Field(120.0, gt=0)
 
     @property
     def max_upload_bytes(self) -> int:
