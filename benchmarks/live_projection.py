@@ -52,6 +52,8 @@ from typing import Any
 
 import torch
 
+from soul.jobs.live import LIVE_AUDIO_LOOKAHEAD, LIVE_FIRST_CHUNK_FRAMES
+from soul.sampling.settings import DEFAULT_MOTION_LATENTS
 from soul.config import load_preset
 from soul.models.audio_encoder import SoulAudioEncoder, frames_for_duration
 from soul.models.info import pass_flops, token_counts
@@ -84,9 +86,9 @@ TERA, GIGA = fm.TERA, fm.GIGA
 PRESET = "wan22-ti2v-5b-fast"
 SMALL_SIZE = (384, 704)
 """(height, width) of the smaller live size: 704x384 (a multiple of the 5B's 32-pixel grid, about the default's 16:9)."""
-FIRST_CHUNK_FRAMES = 5  # soul.jobs.live.LIVE_FIRST_CHUNK_FRAMES
-AUDIO_LOOKAHEAD = 0.25  # soul.jobs.live.LIVE_AUDIO_LOOKAHEAD
-MOTION = 2  # DEFAULT_MOTION_LATENTS
+FIRST_CHUNK_FRAMES = LIVE_FIRST_CHUNK_FRAMES  # the live defaults themselves, so the projection follows them
+AUDIO_LOOKAHEAD = LIVE_AUDIO_LOOKAHEAD
+MOTION = DEFAULT_MOTION_LATENTS
 BYTES_BF16 = 2
 SAMPLE_RATE = 16000  # wav2vec2's input rate (checked against the preset's encoder)
 
@@ -356,7 +358,7 @@ def _ints(text: str) -> tuple[int, ...]:
 def print_costs(proj: Projector, rows: list[Row]) -> None:
     seen: set[tuple[int, int, str]] = set()
     print(f"  {'chunk':14s} {'latents':>7s} {'clean':>5s} {'tokens':>6s} {'new fr':>6s} {'TFLOP/pass':>10s} {'passes':>6s} "
-          f"{'decode TFLOP':>12s} {'audio s':>7s} {'audio TFLOP':>11s} {'TFLOP/chunk':>11s} {'fused GB/pass':>13s} {'waits for s':>11s}")
+          f"{'unsplit':>7s} {'decode TFLOP':>12s} {'audio s':>7s} {'audio TFLOP':>11s} {'TFLOP/chunk':>11s} {'fused GB/pass':>13s} {'weights GB':>10s} {'waits s':>7s}")
     for r in rows:
         for c in (r.first, r.chunk):
             key = (r.height, r.width, c.shape.label)
@@ -364,9 +366,10 @@ def print_costs(proj: Projector, rows: list[Row]) -> None:
                 continue
             seen.add(key)
             sh = c.shape
+            waits = sh.wait_samples / SAMPLE_RATE - sh.plan.video_start / r.fps_video
             print(f"  {sh.label:14s} {sh.model_latents:7d} {sh.clean:5d} {c.tokens:6d} {sh.new_frames:6d} {c.transformer.flops / TERA:10.2f} {c.passes:6d} "
-                  f"{c.decode.flops / TERA:12.3f} {sh.audio_samples / SAMPLE_RATE:7.3f} {c.audio.flops / TERA:11.3f} {c.flops / TERA:11.1f} "
-                  f"{c.transformer.bytes_fused / GIGA:13.1f} {sh.wait_samples / SAMPLE_RATE:11.3f}")
+                  f"{c.unsplit_flops / TERA:7.2f} {c.decode.flops / TERA:12.3f} {sh.audio_samples / SAMPLE_RATE:7.3f} {c.audio.flops / TERA:11.3f} "
+                  f"{c.flops / TERA:11.1f} {c.transformer.bytes_fused / GIGA:13.1f} {c.transformer.weight_bytes / GIGA:10.1f} {waits:7.3f}")
 
 
 def print_table(rows: list[Row]) -> None:
@@ -376,7 +379,7 @@ def print_table(rows: list[Row]) -> None:
         if not r.time.feasible:
             print(f"  {r.size:9s} {r.new_latents:2d} {r.gpus:2d}   not possible: {r.time.reason}")
             continue
-        fl = "/".join(f"{100 * x:.0f}" for x in r.chunk.shares())
+        fl = "/".join(f"{100 * x:.1f}" for x in r.chunk.shares())
         ts = "/".join(f"{100 * x:.0f}" for x in r.time.shares())
         lag = f"{r.lag:6.2f}" if r.lag is not None else f"{'-':>6s}"
         print(f"  {r.size:9s} {r.new_latents:2d} {r.gpus:2d} {r.time.total:8.3f} {r.video_seconds:8.3f} {r.fps:6.1f} {r.realtime_factor:5.2f} "
@@ -424,6 +427,8 @@ def main(argv: list[str] | None = None) -> list[Row]:
               + ", ".join(f"{k} {1000 * v:.0f} ms" for k, v in setup.items()))
         print_costs(proj, mine)
         print()
+    print("  TFLOP/pass: one transformer forward; unsplit: its TFLOP every Ulysses rank computes in full (text/audio keys and values); "
+          "waits s: audio past the chunk's first new frame the session must have before it starts (windows + lookahead + wav2vec2 rounding)\n")
     print("Per chunk on G GPUs (lag: audio spoken -> the chunk's first new frame exists, steady state, only when RTF >= 1)")
     print_table(rows)
     print(f"\n(counted in {time.perf_counter() - started:.0f} s)")

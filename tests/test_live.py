@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 from PIL import Image
 
@@ -165,3 +169,54 @@ def test_live_memory_is_flat_and_norm_must_be_causal(media: Path) -> None:
         LiveVideo(pipe, conditions, settings=pipe.resolve(steps=1), seed=0, sink=lambda f: None)
     with pytest.raises(ValueError, match="ended"):
         live.push(track[:10])
+
+
+def _soul(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "soul", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_soul_live_writes_a_stream_that_matches_soul_generate_with_the_live_layout(tmp_path: Path) -> None:
+    """The CLI end to end: the stream equals the offline video of the same layout up to the two encoders."""
+    from soul.media.live_stream import LiveMP4Stream
+    from soul.media.video import read_video
+    from soul.miniature.portrait import HELD_OUT_SEED, draw_face, random_face
+    from soul.miniature.speech import synthesize_babble
+
+    face = tmp_path / "face.png"
+    draw_face(random_face(HELD_OUT_SEED + 2), size=256).save(face)
+    speech = tmp_path / "speech.wav"
+    sf.write(speech, synthesize_babble(4.0, 16000, seed=HELD_OUT_SEED + 2), 16000)
+    live = _soul("live", "-i", str(face), "-a", str(speech), "-o", str(tmp_path / "live.mp4"), "--as-fast-as-possible", "--json", "--seed", "4")
+    assert live.returncode == 0, live.stderr
+    summary = json.loads(live.stdout)
+    assert summary["frames"] == 64 and summary["settings"]["audio_norm"] == "causal" and summary["first_frame_latency_s"] > 0
+    flags = ["--chunk-frames", "13", "--first-chunk-frames", "5", "--audio-lookahead", "0.25", "--audio-norm", "causal"]
+    for name, seed, extra in (("same", "4", flags), ("seed", "5", flags), ("default", "4", [])):
+        r = _soul("generate", "-i", str(face), "-a", str(speech), "-o", str(tmp_path / f"{name}.mp4"), "--preset", "mini-fast", "--seed", seed, *extra)
+        assert r.returncode == 0, r.stderr
+    frames = {k: np.stack(list(read_video(tmp_path / f"{k}.mp4").frames())).astype(np.float32) for k in ("live", "same", "seed", "default")}
+    assert all(f.shape == (64, 64, 64, 3) for f in frames.values())
+    with open(tmp_path / "again.mp4", "wb") as sink:  # the floor: the offline frames through the live encoder once more
+        stream = LiveMP4Stream(lambda data, kind: sink.write(data), 16)
+        stream.write_frames(frames["same"].astype(np.uint8))
+        stream.close()
+    floor = float(np.abs(np.stack(list(read_video(tmp_path / "again.mp4").frames())) - frames["same"]).mean())
+    mad = {k: float(np.abs(frames[k] - frames["live"]).mean()) for k in ("same", "seed", "default")}
+    assert mad["same"] <= 1.25 * floor, (mad, floor)  # what differs is the encoders
+    assert mad["seed"] > 1.25 * floor and mad["default"] > 1.25 * floor, (mad, floor)  # the measure sees other videos
+
+
+def test_soul_live_bad_input_is_one_line_and_leaves_no_file(tmp_path: Path) -> None:
+    face = tmp_path / "face.png"
+    Image.new("RGB", (64, 64), "gray").save(face)
+    r = _soul("live", "-i", str(face), "-a", str(tmp_path / "missing.wav"), "-o", str(tmp_path / "x.mp4"))
+    assert r.returncode == 2 and "missing.wav" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    speech = tmp_path / "s.wav"
+    sf.write(speech, np.zeros(8000, np.float32), 16000)
+    r = _soul("live", "-i", str(face), "-a", str(speech), "-o", str(tmp_path / "x.webm"))
+    assert r.returncode == 2 and "fragmented MP4" in r.stderr, r.stderr
+    r = _soul("live", "-i", str(speech), "-a", str(speech), "-o", str(tmp_path / "y.mp4"))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    r = _soul("live", "-i", str(face), "-a", str(speech), "--first-chunk-frames", "6")
+    assert r.returncode == 2 and "first-chunk-frames" in r.stderr, r.stderr
+    assert not any(tmp_path.glob("*.mp4")) and not any(tmp_path.glob("*.webm"))

@@ -85,5 +85,10 @@ def test_bad_frames_and_closed_streams_are_refused() -> None:
     with pytest.raises(ValueError, match="even sides"):
         stream.write_frames(np.zeros((2, 63, 64, 3), np.uint8))
     stream.close()
+    opened: list[str] = []
+    sized = LiveMP4Stream(lambda d, k: opened.append(k), FPS, size=(64, 64))
+    assert opened == ["init"]  # a known size opens the encoders (and sends the init segment) before any frame
+    with pytest.raises(ValueError, match="32x32"):
+        sized.write_frames(np.zeros((1, 32, 32, 3), np.uint8))
     with pytest.raises(ValueError, match="closed"):
         stream.write_audio(np.zeros(10, np.float32))

@@ -101,7 +101,9 @@ class LiveMP4Stream:
     interleaves by time); ``write_frames`` takes one chunk's frames.
     """
 
-    def __init__(self, sink: UnitSink, fps: float, *, sample_rate: int = 16_000, crf: int = 20) -> None:
+    def __init__(self, sink: UnitSink, fps: float, *, sample_rate: int = 16_000, crf: int = 20, size: tuple[int, int] | None = None) -> None:
+        """``size`` (width, height), when known, opens the encoders now (the init segment goes out at
+        once, and the first frames do not pay for opening x264); otherwise the first frames open them."""
         self.sink = sink
         self.fps = Fraction(fps).limit_denominator(1001)
         self.sample_rate = int(sample_rate)
@@ -119,6 +121,8 @@ class LiveMP4Stream:
         self._audio_pending = np.zeros(0, dtype=np.float32)
         self._skip = AAC_PRIMING  # input samples still to drop so that the decoded sound starts at 0
         self._closed = False
+        if size is not None:
+            self._open(*size)
 
     # ------------------------------------------------------------------------------ output
 
@@ -189,6 +193,8 @@ class LiveMP4Stream:
         if self._container is None:
             self._open(frames.shape[2], frames.shape[1])
         assert self._container is not None and self._video is not None
+        if (frames.shape[2], frames.shape[1]) != (self._video.width, self._video.height):
+            raise ValueError(f"frames are {frames.shape[2]}x{frames.shape[1]}, the stream {self._video.width}x{self._video.height}")
         for rgb in frames:
             vf = _owned_video_frame(rgb, "yuv420p")
             vf.pts = self.frames_written

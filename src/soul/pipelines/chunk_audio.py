@@ -17,6 +17,7 @@ same numbers in both, so a live session equals an offline run with the same layo
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -175,6 +176,7 @@ class ChunkAudio:
         normalize = bool(getattr(encoder.feature_extractor, "do_normalize", True))
         self._causal = [CausalStats(t) for t in self.tracks] if normalize and norm == "causal" else None
         self._stats: list[tuple[float, float]] | None = None
+        self.last_seconds = 0.0  # wall time of the last `features` call (a live session's latency budget)
         if not normalize:
             self._stats = [(0.0, 1.0 - 1e-7)] * len(self.tracks)
         elif norm == "track":
@@ -207,6 +209,7 @@ class ChunkAudio:
 
     def features(self, windows: torch.Tensor) -> torch.Tensor:
         """``windows [F, W]`` (absolute video frames) -> ``[N, F, W, L, D]`` float32."""
+        began = time.perf_counter()
         enc = self.encoder
         lo, hi = int(windows.min()), int(windows.max())
         a, start, length = self.span(windows)
@@ -222,7 +225,9 @@ class ChunkAudio:
                 feats, hi - lo + 1, self.fps, feature_rate=enc.feature_rate, feature_offset=enc.feature_offset + start / enc.sample_rate - lo / self.fps
             )
             out.append(window_features(rate, windows - lo))
-        return torch.stack(out, dim=0)
+        stacked = torch.stack(out, dim=0)
+        self.last_seconds = time.perf_counter() - began
+        return stacked
 
 
 __all__ = ["ArrayTrack", "CAUSAL_VAR_FLOOR", "CausalStats", "ChunkAudio", "GrowingTrack", "STATS_BLOCK", "Track"]

@@ -153,6 +153,7 @@ class LiveVideo:
             self.pipe, plan, prefix, self.audio, self.conditions, self.settings,
             torch.Generator("cpu").manual_seed(chunk_seed(self.seed, plan.index)), total_frames=frames,
         )
+        sampled = time.perf_counter()
         new = out if plan.index == 0 else out[:, :, 1 + plan.motion :]
         emitted = self.sequence.emitted
         last = self.total is not None and self.done + new.shape[2] >= self.total
@@ -163,6 +164,9 @@ class LiveVideo:
             "index": plan.index, "new_latents": plan.new_latents, "motion_latents": plan.motion,
             "first_frame": emitted, "frames": self.sequence.emitted - emitted,
             "audio_needed": needed, "audio_received_s": round(self.received_seconds, 4), "seconds": round(time.perf_counter() - started, 4),
+            # the latency budget: audio features, transformer steps, then decode + whatever the sink does
+            "audio_s": round(self.audio.last_seconds, 4), "transformer_s": round(sampled - started - self.audio.last_seconds, 4),
+            "decode_and_sink_s": round(time.perf_counter() - sampled, 4),
             "replaced_fraction": None if report is None else report.replaced_fraction,
         }
         self.records.append(record)
