@@ -151,6 +151,7 @@ class LiveMP4Stream:
         a.layout = "mono"
         a.time_base = Fraction(1, self.sample_rate)
         self._video, self._audio = v, a
+        self._container.start_encoding()  # open both encoders and write the header (the init segment) now
 
     # ------------------------------------------------------------------------------ input
 
