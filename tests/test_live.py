@@ -116,17 +116,17 @@ def test_features_of_a_growing_track_equal_the_whole_tracks(media: Path) -> None
         ChunkAudio(enc, [GrowingTrack()], fps=16)
 
 
-def _live_frames(pipe, conditions, settings, track: np.ndarray, seed: int, delivery: int) -> tuple[np.ndarray, LiveVideo, list[int]]:  # type: ignore[no-untyped-def]
+def _live_frames(pipe, conditions, settings, track: np.ndarray, seed: int, delivery: int) -> tuple[np.ndarray, LiveVideo, list[int], list[dict]]:  # type: ignore[no-untyped-def]
     got: list[np.ndarray] = []
     live = LiveVideo(pipe, conditions, settings=settings, seed=seed, sink=got.append)
-    held = []
+    held, records = [], []
     for piece in pieces(track, delivery):
         live.push(piece)
-        live.make_ready()
+        records += live.make_ready()
         held.append(live.tracks[0].held)
-    live.finish()
-    assert live.complete
-    return np.concatenate(got), live, held
+    records += live.finish()
+    assert live.complete and live.chunks_made == len(records) and live.last_record == records[-1]
+    return np.concatenate(got), live, held, records
 
 
 @pytest.mark.parametrize("seconds", [3.0, 3.3])
@@ -142,14 +142,29 @@ def test_live_session_equals_the_offline_run_frame_for_frame(media: Path, second
     res = generate_long_video(pipe, conditions, [track], video_frames=video_frames, settings=settings, seed=5, sink=offline.append)
     want = np.concatenate(offline)
     for delivery in (0, 1):
-        frames, live, _ = _live_frames(pipe, conditions, settings, track, 5, delivery)
+        frames, live, _, records = _live_frames(pipe, conditions, settings, track, 5, delivery)
         assert frames.shape == want.shape == (video_frames, 64, 64, 3)
         assert np.array_equal(frames, want)
-        assert len(live.records) == len(res.chunks)
+        assert len(records) == len(res.chunks)
     # the live records say when each chunk could start: never before its audio (plus lookahead) was in
-    for r in live.records[:-2]:
+    for r in records[:-2]:
         end_s = (r["first_frame"] + r["frames"] - 1 + 2) / 16  # last frame + the window context
         assert r["audio_received_s"] >= end_s + 0.25 - 1e-6, r
+
+
+def test_latency_histogram_percentiles_in_constant_memory() -> None:
+    from soul.jobs.live import LatencyHistogram
+
+    h = LatencyHistogram()
+    assert h.percentile(50) is None
+    values = np.random.default_rng(0).gamma(2.0, 0.02, size=5000)
+    for v in values:
+        h.add(float(v))
+    for q in (50, 90, 99):
+        assert 0 <= h.percentile(q) - float(np.percentile(values, q)) <= 0.0011, q  # the bin's upper edge
+    assert h.max == float(values.max()) and h.percentile(100) == round(float(values.max()), 4)
+    h.add(1e6)  # past the last bin: counted there, the maximum exact
+    assert h.max == 1e6
 
 
 def test_live_memory_is_flat_and_norm_must_be_causal(media: Path) -> None:
@@ -159,7 +174,7 @@ def test_live_memory_is_flat_and_norm_must_be_causal(media: Path) -> None:
     settings = pipe.resolve(steps=1, **LIVE)
     conditions = pipe.encode_conditions(Image.open(media / PORTRAIT), "a man talking", "", 1, settings)
     track = speech(media, 40.0)
-    frames, live, held = _live_frames(pipe, conditions, settings, track, 0, 2)
+    frames, live, held, _ = _live_frames(pipe, conditions, settings, track, 0, 2)
     assert frames.shape[0] == 640
     # held audio: the encoder's left context (2 s) + the next chunk's motion, new frames and
     # lookahead + one delivered piece, about 3.4 s, however long the session (40 s here)

@@ -97,6 +97,32 @@ class _Arrivals:
             self.times.popleft()
 
 
+class LatencyHistogram:
+    """Latencies in 1 ms bins up to 60 s (and the exact maximum): percentiles in constant memory.
+
+    A session of any length keeps these 60,000 counts, not one number per chunk.
+    """
+
+    BIN_S = 0.001
+    BINS = 60_000
+
+    def __init__(self) -> None:
+        self.counts = np.zeros(self.BINS + 1, dtype=np.int64)  # the last bin: 60 s and more
+        self.max = 0.0
+
+    def add(self, seconds: float) -> None:
+        self.counts[min(self.BINS, max(0, int(seconds / self.BIN_S)))] += 1
+        self.max = max(self.max, seconds)
+
+    def percentile(self, q: float) -> float | None:
+        """The upper edge of the bin holding the q-th percentile (within 1 ms above the true value)."""
+        total = int(self.counts.sum())
+        if total == 0:
+            return None
+        k = int(np.searchsorted(np.cumsum(self.counts), max(1, int(np.ceil(q / 100 * total)))))
+        return round(min((k + 1) * self.BIN_S, self.max), 4)
+
+
 @dataclass
 class LiveStats:
     """What a session measured; ``summary()`` is the JSON of `soul live --json` and the server's record."""
@@ -108,13 +134,13 @@ class LiveStats:
     audio_s: float = 0.0
     frames: int = 0
     fps: float = 16.0
-    latencies: list[float] = field(default_factory=list)
-    chunk_seconds: list[float] = field(default_factory=list)
+    latencies: LatencyHistogram = field(default_factory=lambda: LatencyHistogram())
+    chunks: int = 0
     stage_seconds: dict[str, float] = field(default_factory=dict)
     first_chunk: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
-        lat = np.asarray(self.latencies) if self.latencies else np.zeros(1)
+        lat = self.latencies
         video_s = self.frames / self.fps
         return {
             "open_seconds": round(self.opened_s, 3),
@@ -123,14 +149,11 @@ class LiveStats:
             "video_seconds": round(video_s, 4),
             "audio_seconds": round(self.audio_s, 4),
             "frames": self.frames,
-            "chunks": len(self.chunk_seconds),
+            "chunks": self.chunks,
             "busy_seconds": round(self.busy_s, 3),
-            "stage_seconds_per_chunk": {k: round(v / max(1, len(self.chunk_seconds)), 5) for k, v in self.stage_seconds.items()},
+            "stage_seconds_per_chunk": {k: round(v / max(1, self.chunks), 5) for k, v in self.stage_seconds.items()},
             "first_chunk": self.first_chunk,
-            "chunk_latency_s": {
-                "p50": round(float(np.percentile(lat, 50)), 4), "p90": round(float(np.percentile(lat, 90)), 4),
-                "p99": round(float(np.percentile(lat, 99)), 4), "max": round(float(lat.max()), 4),
-            },
+            "chunk_latency_s": {"p50": lat.percentile(50), "p90": lat.percentile(90), "p99": lat.percentile(99), "max": round(lat.max, 4)},
         }
 
 
@@ -239,21 +262,21 @@ class LiveSession:
         done = self.clock()
         self.stats.busy_s += done - t0
         self.stats.frames = self.video.emitted
-        self.stats.chunk_seconds.append(done - t0)
+        self.stats.chunks += 1
         if self.stats.first_frame_at is None and record["frames"]:
             self.stats.first_frame_at = done
         ready_at = self._arrivals.time_of(record["audio_needed"]) if self._arrivals.ends else done
         if self._end_time is not None:
             ready_at = max(ready_at, self._end_time)
         latency = done - ready_at
-        self.stats.latencies.append(latency)
+        self.stats.latencies.add(latency)
         self._arrivals.forget_before(record["audio_needed"])
         stages = {"audio_s": record["audio_s"], "transformer_s": record["transformer_s"],
                   "decode_s": round(record["decode_and_sink_s"] - self._encode_s, 4), "encode_s": round(self._encode_s, 4)}
         for name, value in stages.items():
             self.stats.stage_seconds[name] = self.stats.stage_seconds.get(name, 0.0) + value
         record = dict(record, **stages, latency_s=round(latency, 4), compute_s=round(done - t0, 4), video_time_s=round(self.video.emitted / self.settings.fps, 4))
-        if len(self.stats.latencies) == 1:
+        if self.stats.chunks == 1:
             self.stats.first_chunk = {"audio_waited_s": round(record["audio_needed"] / MODEL_SAMPLE_RATE, 4), "compute_s": record["compute_s"], **stages}
         if self.on_chunk is not None:
             self.on_chunk(record)

@@ -72,7 +72,8 @@ class LiveVideo:
         self.done = 0  # latents in the sequence
         self.total: int | None = None  # latents of the whole video, once the audio has ended
         self.video_frames: int | None = None
-        self.records: list[dict[str, Any]] = []
+        self.chunks_made = 0
+        self.last_record: dict[str, Any] | None = None  # only the last: a session's memory must not grow with its length
 
     # ------------------------------------------------------------------------------ audio in
 
@@ -169,7 +170,8 @@ class LiveVideo:
             "decode_and_sink_s": round(time.perf_counter() - sampled, 4),
             "replaced_fraction": None if report is None else report.replaced_fraction,
         }
-        self.records.append(record)
+        self.chunks_made += 1
+        self.last_record = record
         self._forget()
         return record
 

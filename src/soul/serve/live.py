@@ -47,6 +47,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 
+from soul.config import MODEL_SAMPLE_RATE
 from soul.errors import InputError
 from soul.serve.api import MAX_FIELDS, ApiError, UploadTooLarge, _limited, _too_large
 from soul.serve.intake import _IMAGE_SUFFIXES, Upload, _save, public_text
@@ -94,7 +95,7 @@ class LiveRoom:
     def as_api(self) -> dict[str, Any]:
         return {
             "id": self.id, "state": self.state, "chunks": self.chunks, "clients": len(self.clients),
-            "audio_received_s": round(self.audio_received / 16000, 3), "error": self.error, "summary": self.summary, **self.info,
+            "audio_received_s": round(self.audio_received / MODEL_SAMPLE_RATE, 3), "error": self.error, "summary": self.summary, **self.info,
         }
 
     # ------------------------------------------------------------------ called from the session thread
@@ -138,6 +139,10 @@ class LiveRoom:
             self.last_client_at = time.monotonic()
 
 
+class LiveBusy(Exception):
+    """Every live session slot is taken (the route answers 429)."""
+
+
 class LiveHub:
     """The server's live sessions: open, find, end; each one a thread running a `LiveSession`."""
 
@@ -169,7 +174,9 @@ class LiveHub:
             audio_lookahead=texts.get("audio_lookahead"), codebook=None if codebook is None else codebook == "on",
         )
         room = LiveRoom(id=image.parent.name, directory=image.parent, fields=texts)
-        with self.lock:
+        with self.lock:  # checked here, under the lock, so two opens at once cannot both take the last slot
+            if self.active() >= self.max_sessions:
+                raise LiveBusy
             for old in [r for r in self.rooms.values() if r.state in ("done", "failed") and not r.clients]:
                 self.rooms.pop(old.id)
                 shutil.rmtree(old.directory, ignore_errors=True)
@@ -210,7 +217,7 @@ class LiveHub:
                     room.state, room.error = "failed", public_text(str(err), room.directory)
                     room.opened.set()
                     return
-                room.info = {"mime": _mime(), "fps": session.settings.fps, "sample_rate": 16000, "settings": session.settings.as_record()}
+                room.info = {"mime": _mime(), "fps": session.settings.fps, "sample_rate": MODEL_SAMPLE_RATE, "settings": session.settings.as_record()}
                 room.state = "live"
                 room.opened.set()
                 self._serve(room, session)
@@ -285,8 +292,9 @@ def live_routers(hub: LiveHub, config: Any, auth: Any) -> tuple[Any, Any]:
         """Open a session: the portrait and options in a multipart form; answers once the model is ready."""
         if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
             raise ApiError(400, "request: must be multipart/form-data (image as a file part, options as fields)")
-        if hub.active() >= hub.max_sessions:
-            raise ApiError(429, f"live: {hub.max_sessions} session(s) already running (end one, or try again later)", {"Retry-After": "10"})
+        busy = ApiError(429, f"live: {hub.max_sessions} session(s) already running (end one, or try again later)", {"Retry-After": "10"})
+        if hub.active() >= hub.max_sessions:  # before reading the upload; hub.open checks again under its lock
+            raise busy
         try:
             form = await Request(request.scope, _limited(request.receive, config.max_upload_bytes)).form(max_files=1, max_fields=MAX_FIELDS)
         except UploadTooLarge:
@@ -303,6 +311,9 @@ def live_routers(hub: LiveHub, config: Any, auth: Any) -> tuple[Any, Any]:
             except InputError as err:
                 shutil.rmtree(directory, ignore_errors=True)
                 raise ApiError(400, public_text(str(err), directory)) from None
+            except LiveBusy:
+                shutil.rmtree(directory, ignore_errors=True)
+                raise busy from None
         finally:
             await form.close()
         return JSONResponse({"id": room.id, "ws": f"/v1/live/{room.id}/ws", **room.info}, status_code=201)
@@ -370,4 +381,4 @@ def live_routers(hub: LiveHub, config: Any, auth: Any) -> tuple[Any, Any]:
     return http, ws_router
 
 
-__all__ = ["LIVE_FIELDS", "LiveHub", "LiveRoom", "live_routers", "new_room_dir", "pcm16_to_float"]
+__all__ = ["LIVE_FIELDS", "LiveBusy", "LiveHub", "LiveRoom", "live_routers", "new_room_dir", "pcm16_to_float"]
