@@ -18,7 +18,7 @@ from soul.cli.app import app, state
         "then written as a fragmented MP4 that plays while it grows (the stream a browser gets from "
         "`soul serve`'s live page). One line per chunk gives its latency: from the arrival of the last "
         "audio it waited for to its frames leaving the encoder.\n\n"
-        "--json prints first_frame_latency_s (first audio in -> first frames out), realtime_factor "
+        "--json prints first_frame_latency_s (the first audio sample spoken -> the first frames out), realtime_factor "
         "(seconds of video made per second spent making them: at least 1 keeps up with speech) and "
         "the latency distribution.\n\n"
         "The same frames come from `soul generate` with the session's layout: --chunk-frames, "

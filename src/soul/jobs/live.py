@@ -128,7 +128,7 @@ class LiveStats:
     """What a session measured; ``summary()`` is the JSON of `soul live --json` and the server's record."""
 
     opened_s: float = 0.0
-    started: float | None = None  # the first audio's arrival (perf_counter)
+    started: float | None = None  # when the first sample was spoken: its piece's arrival minus the piece's length (perf_counter)
     first_frame_at: float | None = None
     busy_s: float = 0.0
     audio_s: float = 0.0
@@ -232,7 +232,8 @@ class LiveSession:
             raise InputError("audio", "has samples that are not finite numbers", "send 16 kHz mono PCM")
         now = self.clock() if at is None else at
         if self.stats.started is None and x.size:
-            self.stats.started = now
+            # the session starts when its first sample was spoken, a piece's length before it arrived
+            self.stats.started = now - x.size / MODEL_SAMPLE_RATE
         self.video.push(x)
         self.stream.write_audio(x)
         self._received += x.size
