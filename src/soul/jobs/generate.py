@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -82,16 +82,25 @@ class GenerateRequest(BaseModel):
     resume: bool = True
 
 
-def build_request(**fields: Any) -> GenerateRequest:
-    """A request from CLI/HTTP fields, turning validation failures into one-line input errors."""
+_Request = TypeVar("_Request", bound=BaseModel)
+
+
+def validated(model: type[_Request], command: str, fields: dict[str, Any]) -> _Request:
+    """``model`` from CLI/HTTP fields (None = its default); a validation failure is one input error
+    naming the flag and ``soul COMMAND --help``."""
     from pydantic import ValidationError
 
     try:
-        return GenerateRequest(**{k: v for k, v in fields.items() if v is not None})
+        return model(**{k: v for k, v in fields.items() if v is not None})
     except ValidationError as err:
         first = err.errors()[0]
         name = "--" + "-".join(str(p) for p in first["loc"][:1]).replace("_", "-")
-        raise InputError(name, first["msg"], "see soul generate --help") from None
+        raise InputError(name, first["msg"], f"see soul {command} --help") from None
+
+
+def build_request(**fields: Any) -> GenerateRequest:
+    """A request from CLI/HTTP fields, turning validation failures into one-line input errors."""
+    return validated(GenerateRequest, "generate", fields)
 
 
 @dataclass

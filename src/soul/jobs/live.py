@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from soul.config import MODEL_SAMPLE_RATE
 from soul.errors import InputError, SoulWarning
@@ -67,12 +67,9 @@ class LiveRequest(BaseModel):
 
 def build_live_request(**fields: Any) -> LiveRequest:
     """A request from CLI/HTTP fields, turning validation failures into one-line input errors."""
-    try:
-        return LiveRequest(**{k: v for k, v in fields.items() if v is not None})
-    except ValidationError as err:
-        first = err.errors()[0]
-        name = "--" + "-".join(str(p) for p in first["loc"][:1]).replace("_", "-")
-        raise InputError(name, first["msg"], "see soul live --help") from None
+    from soul.jobs.generate import validated
+
+    return validated(LiveRequest, "live", fields)
 
 
 class _Arrivals:

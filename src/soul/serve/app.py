@@ -101,19 +101,19 @@ def create_app(config: ServeConfig, group: WorkerGroup | None = None) -> FastAPI
     def prometheus() -> Response:
         return Response(metrics.render(), media_type=metrics.content_type)
 
+    def page(name: str) -> FileResponse | HTMLResponse:
+        path = STATIC_DIR / name
+        if not path.is_file():
+            return HTMLResponse(NO_UI)
+        return FileResponse(path, media_type="text/html", headers={"Cache-Control": "no-cache"})
+
     @app.get("/", include_in_schema=False, response_model=None)
     def index() -> FileResponse | HTMLResponse:
-        page = STATIC_DIR / "index.html"
-        if not page.is_file():
-            return HTMLResponse(NO_UI)
-        return FileResponse(page, media_type="text/html", headers={"Cache-Control": "no-cache"})
+        return page("index.html")
 
     @app.get("/live", include_in_schema=False, response_model=None)
     def live_page() -> FileResponse | HTMLResponse:
-        page = STATIC_DIR / "live.html"
-        if not page.is_file():
-            return HTMLResponse(NO_UI)
-        return FileResponse(page, media_type="text/html", headers={"Cache-Control": "no-cache"})
+        return page("live.html")
 
     @app.get("/static/{path:path}", include_in_schema=False)
     def static(path: str) -> FileResponse:
