@@ -118,14 +118,15 @@ RECORDER = """() => {
 
 
 @contextmanager
-def chromium_page(width: int, height: int) -> Iterator[tuple[Any, list[str]]]:
-    """A page in headless Chromium and the list its uncaught script errors go to."""
+def chromium_page(width: int, height: int, *, args: tuple[str, ...] = (), permissions: tuple[str, ...] = ()) -> Iterator[tuple[Any, list[str]]]:
+    """A page in headless Chromium (with extra ``args`` and granted ``permissions``) and the list
+    its uncaught script errors go to."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[*CHROMIUM_ARGS, *args])
         try:
-            page = browser.new_page(viewport={"width": width, "height": height})
+            page = browser.new_context(permissions=list(permissions), viewport={"width": width, "height": height}).new_page()
             errors: list[str] = []
             page.on("pageerror", lambda e: errors.append(str(e)))
             yield page, errors

@@ -57,3 +57,25 @@ def test_live_page_plays_the_avatar_while_audio_is_still_being_sent(tmp_path: Pa
             assert not errors, errors
     finally:
         server.kill(signal.SIGTERM)
+
+
+def test_live_page_streams_the_microphone(tmp_path: Path) -> None:
+    """The microphone path: Chromium's fake capture device (a tone) goes out as PCM, the avatar comes back."""
+    require_browser()
+    image, _ = make_inputs(tmp_path, 6, 1.0)
+    server = Server(tmp_path / "data", ["--preset", "mini-fast"]).start()
+    fake_mic = ("--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream")
+    try:
+        with chromium_page(1000, 760, args=fake_mic, permissions=("microphone",)) as (page, errors):
+            page.goto(server.base + "/live")
+            page.get_by_label("Portrait image").set_input_files(str(image))
+            page.get_by_role("button", name="Use the microphone").click()
+            page.wait_for_function("() => document.getElementById('live-video').currentTime > 1.0 && window.soulLive.sending", timeout=60_000)
+            page.get_by_role("button", name="Stop").click()
+            page.wait_for_function("() => window.soulLive.state === 'done'", timeout=60_000)
+            summary = page.evaluate("window.soulLive.summary")
+            sent = page.evaluate("window.soulLive.sentSeconds")
+            assert summary["video_seconds"] > 1.0 and abs(summary["audio_seconds"] - sent) < 0.5, (summary, sent)
+            assert not errors, errors
+    finally:
+        server.kill(signal.SIGTERM)
