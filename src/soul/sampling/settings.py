@@ -36,7 +36,7 @@ VAES = ("full", "light")
 AUDIO_NORMS = ("track", "causal")
 """How the audio encoder's input is normalised: by the whole track's mean and variance (offline),
 or by those of the audio up to the end of what each chunk reads (``causal``: what a live session,
-which never has the whole track, can do; ``soul.pipelines.long_video.ChunkAudio``)."""
+which never has the whole track, can do; ``soul.pipelines.chunk_audio.ChunkAudio``)."""
 
 _T = TypeVar("_T")
 
