@@ -41,6 +41,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from miniature_drift import PROMPT, held_out_speech  # noqa: E402  (a sibling benchmark: the same face and speech)
+from transformer_throughput import _rss_bytes  # noqa: E402  (its reading of /proc/self/statm)
 
 from soul.jobs.generate import build_request, run_generate  # noqa: E402
 from soul.jobs.live import build_live_request, run_live_file  # noqa: E402
@@ -54,9 +55,8 @@ LIVE_LAYOUT = {"chunk_frames": 13, "first_chunk_frames": 5, "audio_lookahead": 0
 
 
 def rss_mb() -> float:
-    """Resident memory of this process (Linux /proc), in MB."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+    """Resident memory of this process now, in MB."""
+    return _rss_bytes() / 1e6
 
 
 def session(image: Path, speech: Path, out: Path, *, preset: str, seed: int, codebook: bool, realtime: bool) -> dict[str, Any]:

@@ -14,6 +14,7 @@ read as a microphone would deliver it, a browser's WebSocket) gets the latencies
 from __future__ import annotations
 
 import bisect
+import queue
 import time
 import warnings
 from collections import deque
@@ -280,6 +281,31 @@ class LiveSession:
             self.on_chunk(record)
         return record
 
+    def run(self, pieces: queue.Queue[tuple[np.ndarray, float] | None], *, give_up: Callable[[], bool] | None = None, poll_s: float = 0.5) -> None:
+        """Feed the session from ``pieces`` (``(samples, arrival time)``; None = the audio is over) and
+        make every chunk the audio allows, until None comes (or ``give_up()`` says so while waiting).
+
+        All pieces already queued are fed before chunks are made, so a chunk never waits behind audio
+        that has arrived; their arrival times are the driver's, so the latencies stay the viewer's.
+        """
+        while True:
+            try:
+                item = pieces.get(timeout=poll_s)  # wait for audio when no chunk can be made
+            except queue.Empty:
+                if give_up is not None and give_up():
+                    return
+                continue
+            while True:
+                if item is None:
+                    return
+                self.feed(item[0], at=item[1])
+                try:
+                    item = pieces.get_nowait()
+                except queue.Empty:
+                    break
+            while self.step() is not None:
+                pass
+
     def end(self) -> None:
         """No more audio: the last chunks can be planned."""
         if not self.video.ended:
@@ -321,7 +347,6 @@ def run_live_file(
     to ``output`` as it is made (playable while it grows; on an error it keeps every whole
     fragment written so far).
     """
-    import queue
     import threading
 
     from soul.media.audio import load_audio
@@ -365,20 +390,7 @@ def run_live_file(
         feeder = threading.Thread(target=feed, name="soul-live-audio", daemon=True)
         feeder.start()
         try:
-            ended = False
-            while not ended:
-                item = pieces.get()  # wait for audio when no chunk can be made
-                while True:
-                    if item is None:
-                        ended = True
-                        break
-                    session.feed(item[0], at=item[1])
-                    try:
-                        item = pieces.get_nowait()
-                    except queue.Empty:
-                        break
-                while not ended and session.step() is not None:
-                    pass
+            session.run(pieces)
         finally:
             stop.set()
             feeder.join()

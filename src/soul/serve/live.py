@@ -78,7 +78,7 @@ class LiveRoom:
     id: str
     directory: Path
     fields: dict[str, Any]
-    inbox: queue.Queue[tuple[str, Any, float]] = field(default_factory=queue.Queue)
+    inbox: queue.Queue[tuple[np.ndarray, float] | None] = field(default_factory=queue.Queue)  # (samples, arrival); None: the end
     clients: list[_Client] = field(default_factory=list)
     init: bytes | None = None
     recent: deque[tuple[float, bytes]] = field(default_factory=deque)
@@ -201,7 +201,7 @@ class LiveHub:
     def stop(self) -> None:
         self.stopping.set()
         for room in list(self.rooms.values()):
-            room.inbox.put(("end", None, time.perf_counter()))
+            room.inbox.put(None)
 
     def _run(self, room: LiveRoom, request: Any) -> None:
         """The session thread: open, then feed audio and make chunks until the audio ends."""
@@ -232,25 +232,13 @@ class LiveHub:
             room.broadcast(json.dumps({"type": "failed", "error": room.error}))
 
     def _serve(self, room: LiveRoom, session: Any) -> None:
-        while True:
-            try:
-                kind, payload, at = room.inbox.get(timeout=0.5)
-            except queue.Empty:
-                if not room.clients and time.monotonic() - room.last_client_at > self.idle_s:
-                    log.info("live session %s: no client for %.0f s, ending it", room.id, self.idle_s)
-                    return
-                continue
-            while True:
-                if kind == "end":
-                    return
-                session.feed(payload, at=at)
-                room.audio_received += payload.shape[0]
-                try:
-                    kind, payload, at = room.inbox.get_nowait()
-                except queue.Empty:
-                    break
-            while session.step() is not None:
-                pass
+        def no_client_for_long() -> bool:
+            if not room.clients and time.monotonic() - room.last_client_at > self.idle_s:
+                log.info("live session %s: no client for %.0f s, ending it", room.id, self.idle_s)
+                return True
+            return False
+
+        session.run(room.inbox, give_up=no_client_for_long)
 
     def _chunk(self, room: LiveRoom, record: dict[str, Any]) -> None:
         room.chunks += 1
@@ -325,7 +313,7 @@ def live_routers(hub: LiveHub, config: Any, auth: Any) -> tuple[Any, Any]:
     @http.delete("/live/{room_id}")
     def end_session(room_id: str) -> dict[str, Any]:
         room = room_or_404(room_id)
-        room.inbox.put(("end", None, time.perf_counter()))
+        room.inbox.put(None)
         return {"id": room.id, "state": room.state}
 
     @ws_router.websocket("/live/{room_id}/ws")
@@ -362,14 +350,15 @@ def live_routers(hub: LiveHub, config: Any, auth: Any) -> tuple[Any, Any]:
                         await websocket.send_text(json.dumps({"type": "error", "error": str(err)}))
                         continue
                     if room.state in ("live", "opening"):
-                        room.inbox.put(("audio", samples, time.perf_counter()))
+                        room.audio_received += samples.shape[0]
+                        room.inbox.put((samples, time.perf_counter()))
                 elif message.get("text"):
                     try:
                         kind = json.loads(message["text"]).get("type")
                     except (ValueError, AttributeError):
                         kind = None
                     if kind == "end":
-                        room.inbox.put(("end", None, time.perf_counter()))
+                        room.inbox.put(None)
                     else:
                         await websocket.send_text(json.dumps({"type": "error", "error": "message: send {\"type\": \"end\"} or binary PCM"}))
         except WebSocketDisconnect:
