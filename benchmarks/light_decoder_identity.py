@@ -60,9 +60,9 @@ def main(argv: list[str] | None = None) -> None:
     lights = [_named(spec, "light") for spec in args.light]
     torch.set_num_threads(args.threads)  # after the checks: a refused call leaves its caller's threads alone
 
-    from soul.miniature.clips import CAPTION, draw_clip
     from soul.miniature.drift import distance_to_portrait
     from soul.miniature.portrait import draw_face
+    from soul.miniature.sampled import sample_drawn_latents
     from soul.models.light_vae import LightDecoder
     from soul.models.vae import decode_latents, load_vae
     from soul.pipelines.shipped import load_shipped_pipeline
@@ -90,10 +90,7 @@ def main(argv: list[str] | None = None) -> None:
         scores[CONTROL] = []
     faces, latents = [], []
     for i in range(args.faces):
-        clip = draw_clip(args.seed + i, args.frames / fps, fps, size)
-        with torch.no_grad():
-            z = pipe(draw_face(clip.face, 4 * size), clip.audio, CAPTION, num_frames=args.frames, width=size, height=size,
-                     generator=torch.Generator().manual_seed(args.seed + i), output_type="latent").latents.float()
+        clip, z = sample_drawn_latents(pipe, args.seed + i, args.frames, fps, size)  # as the distiller's sampled pools
         faces.append(clip.face)
         latents.append(z)
     for i, (face, z) in enumerate(zip(faces, latents)):

@@ -70,24 +70,15 @@ def vae_cmd(
 
 
 def _sampled_latents(cfg: Any) -> Callable[[int], torch.Tensor]:
-    """The latents a pipeline samples for drawn faces of training seeds (``sampled_from``): the
-    face of ``draw_clip(seed)`` as the portrait, its babble as the voice, the preset's own sampling."""
+    """The latents a pipeline samples for drawn faces of training seeds (``sampled_from``), with the
+    preset's own sampling: `soul.miniature.sampled`."""
     import torch
 
-    from soul.miniature.clips import CAPTION, draw_clip
-    from soul.miniature.portrait import draw_face
+    from soul.miniature.sampled import sample_drawn_latents
     from soul.pipelines.soul_pipeline import SoulPipeline
 
     pipe = SoulPipeline.from_pretrained(cfg.sampled_from, preset=cfg.sampled_preset or cfg.preset, torch_dtype=torch.float32)
-    seconds = cfg.sampled_frames / cfg.fps
-
-    def sample(seed: int) -> torch.Tensor:
-        clip = draw_clip(seed, seconds, cfg.fps, cfg.size)
-        out = pipe(draw_face(clip.face, 4 * cfg.size), clip.audio, CAPTION,
-                   num_frames=cfg.sampled_frames, width=cfg.size, height=cfg.size, generator=torch.Generator().manual_seed(seed), output_type="latent")
-        return out.latents
-
-    return sample
+    return lambda seed: sample_drawn_latents(pipe, seed, cfg.sampled_frames, cfg.fps, cfg.size)[1]
 
 
 def _transformer_cmd(kind: str, config: Path, max_steps: int | None, resume: bool, output: Path | None, data: Path | None, json_out: bool) -> None:
