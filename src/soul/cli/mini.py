@@ -186,7 +186,7 @@ def train_vae_cmd(
         raise InputError(f"--spatial-factor {spatial_factor}", "must be 16 or 8", "e.g. --spatial-factor 8")
     if media is not None:
         _directory(media, "media folder", "give a folder laid out like ../shared/media (audio/, clips/)")
-        _speech_pool(media, 0, 0)  # the recordings are there (the trainer builds its own pool with the voices)
+        _training_recordings(media)  # they are there; the trainer decodes them into its own pool, with the voices
     _at_least("--voices", voices, 0, "100")
     if voices and media is None:
         raise InputError(f"--voices {voices}", "mixes synthesised voices into the real recordings of --media", "give --media ../shared/media too")
@@ -346,15 +346,23 @@ def pack_cmd(
     typer.echo(str(pack(checkpoint, weights_dir, record, name=name, base=base)))
 
 
-def _speech_pool(media: Path, voices: int, seed: int) -> SpeechPool:
-    """The training recordings under ``media`` (plus ``voices`` espeak-ng voices), or a one-line error."""
+def _training_recordings(media: Path) -> list[Path]:
+    """The training recordings under ``media`` (not decoded), or a one-line error."""
     from soul.errors import InputError
-    from soul.miniature.speech_pool import SpeechPool
+    from soul.miniature.speech_pool import media_recordings
 
     try:
-        pool = SpeechPool.from_media(media)
+        return media_recordings(media)
     except FileNotFoundError:
         raise InputError(media, "holds none of the training recordings", "give a folder laid out like ../shared/media (audio/, clips/)") from None
+
+
+def _speech_pool(media: Path, voices: int, seed: int) -> SpeechPool:
+    """The training recordings under ``media`` (plus ``voices`` espeak-ng voices), or a one-line error."""
+    from soul.miniature.speech_pool import SpeechPool
+
+    _training_recordings(media)
+    pool = SpeechPool.from_media(media)
     return pool.with_voices(voices, seed) if voices else pool
 
 

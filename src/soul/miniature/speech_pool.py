@@ -28,6 +28,15 @@ TRAIN_SPEECH: tuple[str, ...] = (
 HELD_OUT_SPEECH: tuple[str, ...] = ("audio/hallo_3.wav", "audio/wan_talk.wav")
 
 
+def media_recordings(media: str | Path, files: Sequence[str] = TRAIN_SPEECH) -> list[Path]:
+    """The files of `files` present under `media`, without decoding them; FileNotFoundError if none is."""
+    media = Path(media)
+    found = [media / f for f in files if (media / f).is_file()]
+    if not found:
+        raise FileNotFoundError(f"{media}: none of {list(files)} found")
+    return found
+
+
 class SpeechPool:
     """Decoded recordings (16 kHz mono, loudness-normalised) to cut clip soundtracks from."""
 
@@ -56,10 +65,7 @@ class SpeechPool:
     @classmethod
     def from_media(cls, media: str | Path, files: Sequence[str] = TRAIN_SPEECH) -> SpeechPool:
         """The recordings in `files` that exist under `media` (missing ones are left out)."""
-        media = Path(media)
-        found = [media / f for f in files if (media / f).is_file()]
-        if not found:
-            raise FileNotFoundError(f"{media}: none of {list(files)} found")
+        found = media_recordings(media, files)
         return cls([load_audio(p, AUDIO_RATE).samples for p in found], [str(p) for p in found])
 
     def segment(self, seconds: float, rng: np.random.Generator) -> np.ndarray:
