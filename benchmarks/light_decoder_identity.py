@@ -48,6 +48,7 @@ def frames_uint8(video: torch.Tensor) -> np.ndarray:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sampler", type=Path, default=None, help="pipeline directory that samples the latents (default: shipped mini-fast)")
+    parser.add_argument("--sampler-preset", default="mini-fast", help="--sampler's preset (name or YAML file), e.g. a fast preset of another model")
     parser.add_argument("--full", action="append", default=[], help="NAME=DIR: a pipeline directory whose vae/ is a full decoder to compare (repeatable)")
     parser.add_argument("--light", action="append", default=[], help="NAME=DIR: a light decoder directory (repeatable)")
     parser.add_argument("--seed", type=int, default=UNSEEN_SEED)
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     from soul.pipelines.soul_pipeline import SoulPipeline
 
     if args.sampler is not None:
-        pipe = SoulPipeline.from_pretrained(str(args.sampler), preset="mini-fast", torch_dtype=torch.float32)
+        pipe = SoulPipeline.from_pretrained(str(args.sampler), preset=args.sampler_preset, torch_dtype=torch.float32)
     else:
         pipe = load_shipped_pipeline("mini-fast")
     decoders: dict[str, object] = {"full": pipe.vae}

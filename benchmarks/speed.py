@@ -36,6 +36,8 @@ inputs for every configuration:
 - `fast`: the mini-fast preset as shipped (2 distilled x0 steps, one pass, light decoder);
 - `fast-full`: mini-fast with the full decoder; `fast-1`: mini-fast weights in one x0 step (sigma
   [1.0]), light decoder; `--extra NAME=DIR[@SIGMAS]` adds candidate rows (e.g. another student);
+- `--base NAME --fast-preset FILE --fast-checkpoint DIR`: the same rows for another pair, e.g. a
+  candidate student of the 8x `mini` (docs/miniature.md, "A first 8x mini-fast");
 - `fast-wrong-audio`: the NEGATIVE CONTROL, `fast` driven by another face's speech and scored against
   the face's own: it must come out "not equal quality" (its lip sync is at chance), showing the
   criterion can fail.
@@ -264,6 +266,8 @@ CRITERIA: dict[str, str] = {"lipsync_r": "higher", "identity_distance": "lower",
 REPORTED = ("lipsync_r", "lipsync_r_mismatched", "identity_distance", "colour_drift", "flicker", "colour_difference", "identity_drift")
 BASES = ("base", "base-50")
 NEGATIVE_CONTROL = "fast-wrong-audio"
+QUALITY_BASE, QUALITY_FAST = "mini16", "mini-fast"
+"""The pair --quality measures by default: the shipped student and the model it was distilled from."""
 
 
 @dataclass(frozen=True)
@@ -278,30 +282,32 @@ class QualityConfig:
     checkpoint: str | None = None  # a pipeline directory instead of the preset's shipped weights
 
 
-def quality_configs(fast_checkpoint: str | None = None, extra: list[str] | None = None) -> list[QualityConfig]:
-    """base / base-50 on `mini`, the fast variants on `mini-fast`, and the negative control.
+def quality_configs(fast_checkpoint: str | None = None, extra: list[str] | None = None, base: str = QUALITY_BASE,
+                    fast: str = QUALITY_FAST) -> list[QualityConfig]:
+    """base / base-50 on `base` (mini16), the fast variants on `fast` (mini-fast), and the negative control.
 
-    base-50 keeps everything of the mini16 preset but the step count (its Euler sampler takes any
+    base-50 keeps everything of the base preset but the step count (its Euler sampler takes any
     count; 50 shifted steps, the same two-pass audio guidance at 2.0, full decoder). fast-1 gives
     the x0-renoise sampler one explicit level; `check_sigmas` appends the final 0, so [1.0] is one
     x0 prediction from pure noise. ``fast_checkpoint`` (a candidate student or light
     decoder, e.g. a `soul distill steps` export) replaces mini-fast's shipped weights in every fast row.
+    Another pair (``base``, ``fast``: a preset name or YAML file) measures a candidate of another model.
     """
     configs = [
-        QualityConfig("base", "mini16", {}, "mini16 preset as shipped (soul generate --preset mini16)"),
-        QualityConfig("base-50", "mini16", {"steps": 50}, "mini16, 50 steps, same sampler and guidance"),
-        QualityConfig("fast", "mini-fast", {}, "mini-fast preset as shipped"),
-        QualityConfig("fast-full", "mini-fast", {"vae": "full"}, "mini-fast with the full decoder"),
-        QualityConfig("fast-1", "mini-fast", {"sigmas": [1.0]}, "mini-fast weights, one x0 step at sigma 1.0"),
-        QualityConfig(NEGATIVE_CONTROL, "mini-fast", {}, "NEGATIVE CONTROL: mini-fast driven by another face's speech, scored against its own", wrong_audio=True),
+        QualityConfig("base", base, {}, f"{base} preset as shipped (soul generate --preset {base})"),
+        QualityConfig("base-50", base, {"steps": 50}, f"{base}, 50 steps, same sampler and guidance"),
+        QualityConfig("fast", fast, {}, f"{fast} preset as shipped"),
+        QualityConfig("fast-full", fast, {"vae": "full"}, f"{fast} with the full decoder"),
+        QualityConfig("fast-1", fast, {"sigmas": [1.0]}, f"{fast} weights, one x0 step at sigma 1.0"),
+        QualityConfig(NEGATIVE_CONTROL, fast, {}, f"NEGATIVE CONTROL: {fast} driven by another face's speech, scored against its own", wrong_audio=True),
     ]
     if fast_checkpoint is not None:
-        configs = [QualityConfig(c.name, c.preset, c.overrides, f"{c.note} [weights {fast_checkpoint}]", c.wrong_audio, fast_checkpoint) if c.preset == "mini-fast" else c
+        configs = [QualityConfig(c.name, c.preset, c.overrides, f"{c.note} [weights {fast_checkpoint}]", c.wrong_audio, fast_checkpoint) if c.preset == fast else c
                    for c in configs]
-    return configs[:-1] + [extra_config(spec) for spec in extra or []] + configs[-1:]  # the negative control stays last
+    return configs[:-1] + [extra_config(spec, fast) for spec in extra or []] + configs[-1:]  # the negative control stays last
 
 
-def extra_config(spec: str) -> QualityConfig:
+def extra_config(spec: str, fast: str = QUALITY_FAST) -> QualityConfig:
     """``NAME=DIR`` or ``NAME=DIR@1.0,0.5``: another candidate (e.g. a DMD and a trajectory student)
     as its own row, on the mini-fast preset's sampling (or the given sigmas), scored like the others."""
     name, sep, rest = spec.partition("=")
@@ -311,7 +317,7 @@ def extra_config(spec: str) -> QualityConfig:
     if not Path(directory).is_dir():
         raise SystemExit(f"--extra {spec!r}: {directory} is not a directory; pass a pipeline directory (a distiller's export/)")
     overrides: dict[str, Any] = {"sigmas": [float(x) for x in sigmas.split(",")]} if sigmas else {}
-    return QualityConfig(name, "mini-fast", overrides, f"mini-fast sampling with the weights in {directory}" + (f", sigmas {sigmas}" if sigmas else ""),
+    return QualityConfig(name, fast, overrides, f"{fast} sampling with the weights in {directory}" + (f", sigmas {sigmas}" if sigmas else ""),
                          checkpoint=directory)
 
 
@@ -336,7 +342,7 @@ def equal_quality(config: dict[str, float], bases: dict[str, dict[str, float]], 
 
 
 def verdict_lines(means: dict[str, dict[str, float]], seconds: dict[str, float], bases: tuple[str, ...] = BASES,
-                  control: str = NEGATIVE_CONTROL, tolerance: float = TOLERANCE) -> list[str]:
+                  control: str = NEGATIVE_CONTROL, tolerance: float = TOLERANCE, model: str = QUALITY_BASE) -> list[str]:
     """The decision lines; the last is the headline (a ratio measured here, or "none within 5 %").
 
     Equal quality is judged against the best of all bases per measure; speed-ups are against the
@@ -348,27 +354,27 @@ def verdict_lines(means: dict[str, dict[str, float]], seconds: dict[str, float],
         f"{b} {'at equal quality' if not fails else 'fails ' + ', '.join(f'{m} {v:.4f} vs {bound:.4f}' for m, v, bound in fails)}"
         for b, fails in ((b, equal_quality(base_means[b], base_means, tolerance)) for b in bases)
     )
-    lines, passing = [f"bases mini16: speed-ups against {ref}, the preset's default ({seconds[ref]:.2f} s); against the best of the bases: {why}"], {}
+    lines, passing = [f"bases {model}: speed-ups against {ref}, the preset's default ({seconds[ref]:.2f} s); against the best of the bases: {why}"], {}
     for name in means:
         if name in bases:
             continue
         failures = equal_quality(means[name], base_means, tolerance)
         tag = " (negative control)" if name == control else ""
         if failures:
-            lines += [f"not_equal_quality mini16 {name}{tag}: {m} {v:.4f} vs {'>=' if CRITERIA[m] == 'higher' else '<='} {b:.4f}" for m, v, b in failures]
+            lines += [f"not_equal_quality {model} {name}{tag}: {m} {v:.4f} vs {'>=' if CRITERIA[m] == 'higher' else '<='} {b:.4f}" for m, v, b in failures]
             continue
         ratio = seconds[ref] / seconds[name]
         others = "".join(f"; vs {b} {seconds[b] / seconds[name]:.1f}x" for b in bases if b != ref)
-        lines.append(f"speedup_equal_quality mini16 {name}{tag}: {ratio:.1f}x (vs {ref}: {seconds[ref]:.2f} s / {seconds[name]:.2f} s{others})")
+        lines.append(f"speedup_equal_quality {model} {name}{tag}: {ratio:.1f}x (vs {ref}: {seconds[ref]:.2f} s / {seconds[name]:.2f} s{others})")
         if name == control:
             lines.append(f"WARNING: the negative control {control} passed: the criterion did not discriminate")
         else:
             passing[name] = ratio
     if passing:
         best = max(passing, key=lambda n: passing[n])
-        lines.append(f"speedup_equal_quality mini16: {passing[best]:.1f}x ({best}, vs {ref})")
+        lines.append(f"speedup_equal_quality {model}: {passing[best]:.1f}x ({best}, vs {ref})")
     else:
-        lines.append(f"speedup_equal_quality mini16: none within {tolerance * 100:.0f} %")
+        lines.append(f"speedup_equal_quality {model}: none within {tolerance * 100:.0f} %")
     return lines
 
 
@@ -424,7 +430,7 @@ def _median_call(timed: list[dict[str, float]]) -> dict[str, float]:
 
 
 def quality_section(faces: int, seconds: float, out: Path, media: Path = SHARED_MEDIA, configs: list[QualityConfig] | None = None,
-                    face_seed: int = QUALITY_FACE_SEED) -> list[str]:
+                    face_seed: int = QUALITY_FACE_SEED, model: str = QUALITY_BASE) -> list[str]:
     """Generate every configuration on the same held-out faces and speech, time and score it; print the table.
 
     Returns the verdict lines (also printed). Each preset's model is loaded once and warmed up by
@@ -448,7 +454,7 @@ def quality_section(faces: int, seconds: float, out: Path, media: Path = SHARED_
     for k, track in enumerate(tracks):
         speech.append(out / f"speech{k}.wav")
         sf.write(speech[-1], track, 16_000)
-    print(f"\n[mini16 --quality] {faces} held-out faces (random_face({face_seed} + i)), {seconds:g} s of held-out speech each "
+    print(f"\n[{model} --quality] {faces} held-out faces (random_face({face_seed} + i)), {seconds:g} s of held-out speech each "
           f"({source}, a different stretch per face); torch threads {torch.get_num_threads()}")
     for c in configs:
         print(f"  {c.name:16s} {c.note}")
@@ -492,7 +498,7 @@ def quality_section(faces: int, seconds: float, out: Path, media: Path = SHARED_
     means = {n: {m: float(np.mean([r[m] for r in rs])) for m in REPORTED} for n, rs in rows.items()}
     timing = {n: {k: float(np.mean([s[k] for s in ss])) for k in ("total", "text", "audio", "transformer", "vae", "other")} for n, ss in stages.items()}
     print_quality_table(rows, means, timing, faces, seconds)
-    lines = verdict_lines(means, {n: t["total"] for n, t in timing.items()})
+    lines = verdict_lines(means, {n: t["total"] for n, t in timing.items()}, model=model)
     print(f"\n  quality section: {time.perf_counter() - started:.0f} s in all (model loads, warm-up, generation, scoring)")
     for line in lines:
         print(line)
@@ -536,9 +542,14 @@ def main(argv: list[str] | None = None) -> None:
                         help="where speed_timing.json and, with --quality, the MP4s and speed_quality.json go")
     parser.add_argument("--fast-checkpoint", default=None,
                         help="--quality: a candidate pipeline directory (a distilled student, a new light decoder) in place of the shipped mini-fast")
+    parser.add_argument("--base", default=QUALITY_BASE, help="--quality: the base rows' preset, one with shipped weights (mini16; mini for a student of the 8x model)")
+    parser.add_argument("--fast-preset", default=QUALITY_FAST,
+                        help="--quality: the fast rows' preset (name or YAML file); one that is not mini-fast needs --fast-checkpoint")
     parser.add_argument("--extra", action="append", default=[], metavar="NAME=DIR[@SIGMAS]",
                         help="--quality: one more row per use, a candidate pipeline directory on mini-fast's sampling (or SIGMAS, comma-separated)")
     args = parser.parse_args(argv)
+    if args.fast_preset != QUALITY_FAST and args.fast_checkpoint is None:
+        raise SystemExit(f"--fast-preset {args.fast_preset}: give its weights with --fast-checkpoint DIR")
     torch.set_num_threads(args.threads)
     print(f"Soul speed benchmark: speed depends on model sizes, not weight values; torch threads {args.threads}")
     speedups, timing = {}, {}
@@ -571,10 +582,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.quality and "mini16" in args.configs:
         from soul.models.shipped import has_shipped_weights
 
-        if not (has_shipped_weights("mini16") and has_shipped_weights("mini-fast")):
-            print("\nspeedup_equal_quality mini16: not measured (shipped mini16 / mini-fast weights not installed)")
+        if not (has_shipped_weights(args.base) and (args.fast_checkpoint is not None or has_shipped_weights(QUALITY_FAST))):
+            print(f"\nspeedup_equal_quality {args.base}: not measured (shipped {args.base} / {QUALITY_FAST} weights not installed)")
             return
-        quality_section(args.faces, args.seconds, args.out, configs=quality_configs(args.fast_checkpoint, args.extra), face_seed=args.face_seed)
+        quality_section(args.faces, args.seconds, args.out, configs=quality_configs(args.fast_checkpoint, args.extra, args.base, args.fast_preset),
+                        face_seed=args.face_seed, model=args.base)
 
 
 if __name__ == "__main__":

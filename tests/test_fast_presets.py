@@ -234,3 +234,20 @@ def test_a_student_packed_over_its_base_ships_only_what_differs(tmp_path: Path) 
     (tmp_path / "weights" / "base.safetensors").unlink()
     with pytest.raises(InputError, match=r"base\.safetensors"):
         load_shipped_pipeline("student", weights_dir=tmp_path / "weights")
+
+
+def test_the_8x_candidate_samples_like_mini_fast_on_mini_layout() -> None:
+    """configs/distill/mini-fast-candidate.yaml (docs/miniature.md, "A first 8x mini-fast"): the
+    student of mini-steps.yaml sampled as mini-fast samples, on the 8x model, with no shipped weights."""
+    from soul.training.distill import load_distill_config
+    from soul.training.distill_vae import DistillVAEConfig
+
+    root = Path(__file__).resolve().parents[1] / "configs/distill"
+    candidate, mini, fast = load_preset(root / "mini-fast-candidate.yaml"), load_preset("mini"), load_preset("mini-fast")
+    assert candidate.weights is None and (candidate.transformer, candidate.vae, candidate.audio) == (mini.transformer, mini.vae, mini.audio)
+    s, f = candidate.sampling, fast.sampling
+    assert (s.sampler, s.sigmas, s.steps, s.guidance, s.vae) == (f.sampler, f.sigmas, f.steps, f.guidance, f.vae)
+    steps = load_distill_config(root / "mini-steps.yaml", "steps")
+    assert steps.preset == "mini" and distilled_sigmas(steps.timesteps).tolist()[:-1] == s.sigmas
+    sampled = DistillVAEConfig(**yaml.safe_load((root / "mini-vae-sampled.yaml").read_text()))
+    assert sampled.sampled_from == steps.output + "/export" and sampled.sampled_preset == "configs/distill/mini-fast-candidate.yaml"

@@ -96,3 +96,13 @@ def test_extra_rows_are_candidates_before_the_negative_control(speed, tmp_path: 
     for bad in ("dmd", f"base={tmp_path}", f"x={tmp_path / 'missing'}"):
         with pytest.raises(SystemExit, match="--extra"):
             speed.extra_config(bad)
+
+
+def test_another_pair_puts_its_presets_on_every_row_and_needs_the_candidates_weights(speed, tmp_path: Path) -> None:
+    """`--base mini --fast-preset FILE --fast-checkpoint DIR`: a candidate student of another model."""
+    configs = speed.quality_configs(str(tmp_path), [f"alt={tmp_path}"], base="mini", fast="fast8.yaml")
+    assert [c.preset for c in configs] == ["mini", "mini", *["fast8.yaml"] * 5]
+    assert all(c.checkpoint == str(tmp_path) for c in configs[2:]) and configs[0].checkpoint is None
+    assert speed.verdict_lines({**BASES, "fast": measures()}, SECONDS, model="mini")[-1] == "speedup_equal_quality mini: 10.0x (fast, vs base)"
+    with pytest.raises(SystemExit, match="--fast-preset fast8.yaml: give its weights with --fast-checkpoint"):
+        speed.main(["--configs", "mini16", "--no-timing", "--fast-preset", "fast8.yaml"])
