@@ -361,8 +361,7 @@ def _speech_pool(media: Path, voices: int, seed: int) -> SpeechPool:
     """The training recordings under ``media`` (plus ``voices`` espeak-ng voices), or a one-line error."""
     from soul.miniature.speech_pool import SpeechPool
 
-    _training_recordings(media)
-    pool = SpeechPool.from_media(media)
+    pool = SpeechPool.from_files(_training_recordings(media))
     return pool.with_voices(voices, seed) if voices else pool
 
 

@@ -65,8 +65,12 @@ class SpeechPool:
     @classmethod
     def from_media(cls, media: str | Path, files: Sequence[str] = TRAIN_SPEECH) -> SpeechPool:
         """The recordings in `files` that exist under `media` (missing ones are left out)."""
-        found = media_recordings(media, files)
-        return cls([load_audio(p, AUDIO_RATE).samples for p in found], [str(p) for p in found])
+        return cls.from_files(media_recordings(media, files))
+
+    @classmethod
+    def from_files(cls, paths: Sequence[Path]) -> SpeechPool:
+        """These recordings, decoded (e.g. the list `media_recordings` found)."""
+        return cls([load_audio(p, AUDIO_RATE).samples for p in paths], [str(p) for p in paths])
 
     def segment(self, seconds: float, rng: np.random.Generator) -> np.ndarray:
         """`seconds` of speech: one or two random pieces (a splice between speakers), gain-jittered."""
