@@ -60,3 +60,41 @@ def test_shards_mix_real_speech_and_babble_from_the_training_split(media: Path, 
     assert sources == _sources(tmp_path / "b") and set(sources.values()) == {"babble", "speech"}
     a, b = shard_members(tmp_path / "a"), shard_members(tmp_path / "b")
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def _band_envelope(audio: np.ndarray, low: float, high: float, frames: int = 48) -> np.ndarray:
+    """Log energy of one band per 1/16 s frame (50 ms Hann windows, as the drawing rule reads)."""
+    win = 800
+    freqs = np.fft.rfftfreq(win, 1 / 16_000)
+    band = (freqs >= low) & (freqs < high)
+    spans = [audio[i * 1000 : i * 1000 + win] for i in range(frames)]
+    return np.array([10 * np.log10((np.abs(np.fft.rfft(np.pad(s, (0, win - s.shape[0])) * np.hanning(win))) ** 2)[band].sum() + 1e-10) for s in spans])
+
+
+def test_low_band_energy_moves_on_its_own_and_leaves_the_drawn_mouth_alone(media: Path) -> None:
+    from soul.miniature.clips import speech_features
+    from soul.miniature.speech_pool import low_band_energy
+
+    pool = SpeechPool.from_media(media)
+    rng = np.random.default_rng(0)
+    own, added, mouth = [], [], []
+    for _ in range(8):
+        speech = pool.segment(3.0, rng)
+        heard = low_band_energy(speech, rng, pool.tracks)
+        extra = heard - speech
+        assert np.abs(heard).max() <= 1.0 and np.sqrt(np.mean(extra**2)) > 0.2 * np.sqrt(np.mean(speech**2))
+        in_band = _band_envelope(speech, 300, 3400)
+        own.append(np.corrcoef(_band_envelope(speech, 0, 250), in_band)[0, 1])  # the speech's own low band: moves with it
+        added.append(np.corrcoef(_band_envelope(extra, 0, 250), in_band)[0, 1])
+        mouth.append(np.corrcoef(speech_features(heard, 48, 16.0)[0], speech_features(speech, 48, 16.0)[0])[0, 1])
+    assert np.mean(own) > 0.6  # why the model could not tell the bands apart
+    assert np.mean(np.abs(added)) < 0.35
+    assert min(mouth) > 0.98  # the rule reads 300-3400 Hz: the drawn mouth barely changes
+
+
+def test_a_pool_without_low_band_draws_nothing_for_it() -> None:
+    rng = np.random.default_rng(0)
+    pool = SpeechPool([rng.standard_normal(40_000).astype(np.float32) * 0.1], ["a"])
+    plain = pool.segment(1.5, np.random.default_rng(3))
+    assert np.array_equal(plain, pool.with_low_band(0.0).segment(1.5, np.random.default_rng(3)))
+    assert not np.array_equal(plain, pool.with_low_band(1.0).segment(1.5, np.random.default_rng(3)))
