@@ -98,3 +98,21 @@ def test_a_pool_without_low_band_draws_nothing_for_it() -> None:
     plain = pool.segment(1.5, np.random.default_rng(3))
     assert np.array_equal(plain, pool.with_low_band(0.0).segment(1.5, np.random.default_rng(3)))
     assert not np.array_equal(plain, pool.with_low_band(1.0).segment(1.5, np.random.default_rng(3)))
+
+
+def test_varying_colour_moves_the_bands_apart_and_keeps_the_level(media: Path) -> None:
+    from soul.miniature.speech_pool import varying_colour
+
+    pool = SpeechPool.from_media(media)
+    rng = np.random.default_rng(1)
+    follows = []
+    for _ in range(8):
+        speech = pool.segment(3.0, rng)
+        coloured = varying_colour(speech, rng)
+        assert np.abs(coloured).max() <= 1.0
+        assert abs(np.sqrt(np.mean(coloured**2)) / np.sqrt(np.mean(speech**2)) - 1) < 0.05
+        # the balance between two bands (difference of log energies) over time: a fixed filter
+        # would leave it following the speech's own balance (r = 1)
+        balance = _band_envelope(speech, 300, 700) - _band_envelope(speech, 1500, 3400)
+        follows.append(np.corrcoef(balance, _band_envelope(coloured, 300, 700) - _band_envelope(coloured, 1500, 3400))[0, 1])
+    assert np.mean(follows) < 0.8

@@ -98,7 +98,7 @@ def test_voices_need_media(tmp_path: Path) -> None:
     assert not (tmp_path / "x").exists()
 
 
-def test_low_band_needs_media_and_a_share(tmp_path: Path) -> None:
+def test_low_band_and_colour_need_media_and_a_share(tmp_path: Path) -> None:
     from tests.test_cli_generate import cli
 
     code, _, err = cli("mini", "clips", tmp_path / "x", "--low-band", "0.5")
@@ -106,3 +106,5 @@ def test_low_band_needs_media_and_a_share(tmp_path: Path) -> None:
     code, _, err = cli("mini", "clips", tmp_path / "x", "--low-band", "1.5", "--media", str(tmp_path))
     assert code == 2 and "--low-band 1.5" in err and "between 0 and 1" in err
     assert not (tmp_path / "x").exists()
+    code, _, err = cli("mini", "clips", tmp_path / "x", "--colour", "0.5")
+    assert code == 2 and "--colour 0.5" in err and "--media" in err

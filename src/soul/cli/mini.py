@@ -97,6 +97,7 @@ def clips_cmd(
     people: str = typer.Option("1", "--people", help="People per clip, e.g. 1 or 1,2,3,4 (each clip draws one of the numbers by seed); several stand side by side in a frame --size high and N x --size wide, each speaking in their own turns."),
     voices: int = typer.Option(0, "--voices", help="With --media: also synthesise this many espeak-ng voices (random languages, variants, rates, pitches; Debian's espeak-ng package) for half of the speech, with wider loudness, and on half of the clips a transmission channel and background noise in the soundtrack (the drawn mouth follows the clean speech)."),
     low_band: float = typer.Option(0.0, "--low-band", help="With --media: share of the speech (0..1) given energy under 100-280 Hz that rises and falls on its own (a second voice's fundamental, rumble), so the model learns that the mouth follows the 300-3400 Hz band only."),
+    colour: float = typer.Option(0.0, "--colour", help="With --media: share of the speech (0..1) whose five frequency bands each drift by up to +-18 dB over time, so the model learns how the drawing counts each band."),
 ) -> None:
     """Draw talking clips whose mouths follow their audio and write them as `soul data`-style shards.
 
@@ -120,17 +121,18 @@ def clips_cmd(
     _at_least("--voices", voices, 0, "200")
     if voices and media is None:
         raise InputError(f"--voices {voices}", "mixes synthesised voices into the real recordings of --media", "give --media ../shared/media too")
-    if not 0.0 <= low_band <= 1.0:
-        raise InputError(f"--low-band {low_band:g}", "must be between 0 and 1", "e.g. --low-band 0.75")
-    if low_band and media is None:
-        raise InputError(f"--low-band {low_band:g}", "adds low-band energy to the real speech of --media", "give --media ../shared/media too")
+    for flag, share in (("--low-band", low_band), ("--colour", colour)):
+        if not 0.0 <= share <= 1.0:
+            raise InputError(f"{flag} {share:g}", "must be between 0 and 1", f"e.g. {flag} 0.75")
+        if share and media is None:
+            raise InputError(f"{flag} {share:g}", "changes the real speech of --media", "give --media ../shared/media too")
     counts = _people_counts(people)
 
     from soul.miniature.clips import write_clip_shards
 
     pool = _speech_pool(media, voices, seed) if media is not None else None
-    if pool is not None and low_band:
-        pool = pool.with_low_band(low_band)
+    if pool is not None and (low_band or colour):
+        pool = pool.with_low_band(low_band).with_colour(colour)
     for path in write_clip_shards(out, clips, seconds, fps, size, seed, speech=pool, speech_fraction=speech_fraction, people=counts):
         typer.echo(str(path))
 
