@@ -59,9 +59,15 @@ class SpeechPool:
         channels and levels the six recordings lack."""
         from soul.miniature.tts import espeak_track
 
-        pool = SpeechPool(self.tracks, self.names)
+        pool = self._copy()
         pool.voices = [load_normalised(espeak_track(seed * 1_000_003 + k)[0]) for k in range(count)]
         pool.voice_share, pool.noise_share = voice_share, noise_share
+        return pool
+
+    def _copy(self) -> SpeechPool:
+        """The same recordings, voices and shares (the `with_*` methods change one thing on a copy)."""
+        pool = SpeechPool(self.tracks, self.names)
+        pool.voices, pool.voice_share, pool.noise_share = self.voices, self.voice_share, self.noise_share
         pool.low_band_share, pool.colour_share = self.low_band_share, self.colour_share
         return pool
 
@@ -76,7 +82,7 @@ class SpeechPool:
         """
         if not 0.0 <= share <= 1.0:
             raise ValueError(f"colour share must be within 0..1, got {share}")
-        pool = self.with_low_band(self.low_band_share)
+        pool = self._copy()
         pool.colour_share = float(share)
         return pool
 
@@ -93,9 +99,8 @@ class SpeechPool:
         """
         if not 0.0 <= share <= 1.0:
             raise ValueError(f"low-band share must be within 0..1, got {share}")
-        pool = SpeechPool(self.tracks, self.names)
-        pool.voices, pool.voice_share, pool.noise_share = self.voices, self.voice_share, self.noise_share
-        pool.low_band_share, pool.colour_share = float(share), self.colour_share
+        pool = self._copy()
+        pool.low_band_share = float(share)
         return pool
 
     @classmethod
