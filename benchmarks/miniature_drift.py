@@ -24,7 +24,9 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from soul.errors import InputError
 from soul.jobs.generate import build_request, run_generate
+from soul.jobs.resume import output_lock
 from soul.media.audio import load_audio
 from soul.media.video import read_video
 from soul.miniature.drift import drift_curves
@@ -59,8 +61,16 @@ def measure(video: Path, face: FaceParams, audio: np.ndarray) -> dict:
 
 
 def run(preset: str, seconds: float, seed: int, out: Path, checkpoint: Path | None, steps: int | None) -> dict:
-    """Generate with codebook on and off, measure both, write OUT/drift.json."""
+    """Generate with codebook on and off, measure both, write OUT/drift.json.
+
+    OUT is held for the whole run: a second run on it would rewrite the portrait and speech this
+    one reads again for its second video."""
     out.mkdir(parents=True, exist_ok=True)
+    with output_lock(out / "drift.json"):
+        return _run_in(preset, seconds, seed, out, checkpoint, steps)
+
+
+def _run_in(preset: str, seconds: float, seed: int, out: Path, checkpoint: Path | None, steps: int | None) -> dict:
     face = random_face(HELD_OUT_SEED + seed)
     portrait = out / "portrait.png"
     draw_face(face, 512).save(portrait)
@@ -113,7 +123,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/drift"))
     args = parser.parse_args()
     torch.set_num_threads(1)
-    result = run(args.preset, args.seconds, args.seed, args.out, args.checkpoint, args.steps)
+    try:
+        result = run(args.preset, args.seconds, args.seed, args.out, args.checkpoint, args.steps)
+    except InputError as exc:  # e.g. --out held by another run: one line, not a traceback
+        raise SystemExit(f"miniature_drift.py: {exc}") from None
     print("\n".join(report(result)))
 
 

@@ -243,3 +243,39 @@ def test_the_two_person_frame_generates_with_two_tracks(media: Path, tmp_path: P
     lines = [ln for ln in stderr.splitlines() if ln.strip() and not ln.startswith("warning:")]
     assert code == 2 and len(lines) == 1 and "--width 128 --height 64" in lines[0], stderr
     assert not (tmp_path / "square.mp4").exists()
+
+
+HOLD_OUTPUT = """
+import sys, time
+from pathlib import Path
+from soul.jobs.resume import output_lock
+with output_lock(Path(sys.argv[1])):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_second_run_on_the_same_output_stops_before_touching_the_first(media: Path, tmp_path: Path) -> None:
+    """Two runs on one output share its resume state: the second stops with one line, the first's chunks untouched;
+    a killed run's lock (the kernel drops it) does not block the next run."""
+    from soul.jobs.resume import lock_path_for, state_dir_for
+
+    out = tmp_path / "out.mp4"
+    args = ["generate", "--preset", "tiny", "--image", media / "portraits" / "hallo_6.jpg", "--audio", media / "audio" / "wan_talk.wav", "-o", out]
+    state = state_dir_for(out)
+    state.mkdir()
+    (state / "progress.json").write_text("the first run's")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_OUTPUT, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        code, stdout, stderr = cli(*args)
+        lines = [ln for ln in stderr.splitlines() if ln.strip() and not ln.startswith("warning: preset tiny has RANDOM")]
+        assert code == 2 and len(lines) == 1 and f"is being written by another run (pid {holder.pid})" in lines[0], (stdout, stderr)
+        assert (state / "progress.json").read_text() == "the first run's" and not out.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert lock_path_for(out).exists()  # left by the killed holder, no longer held
+    code, _, stderr = cli(*args)
+    assert code == 0, stderr
+    assert read_video(out).num_frames == 80 and not lock_path_for(out).exists() and not state.exists()

@@ -18,7 +18,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
@@ -192,7 +192,7 @@ def run_generate(
     A `soul.parallel.ParallelRuntime` is a process group joined already and kept after the call
     (a server's worker group runs job after job on one group); a spec joins and leaves one.
     """
-    from soul.jobs.resume import remove_stale_work_dirs
+    from soul.jobs.resume import output_lock, remove_stale_work_dirs
 
     start = time.perf_counter()
     from soul.parallel.runtime import ParallelRuntime, init_parallel
@@ -213,11 +213,13 @@ def run_generate(
         # Decoded audio lives beside the output (same disk, found again and removed if a killed run
         # left it), not in the system temp directory, which a SIGKILL would litter for good.
         request.output.parent.mkdir(parents=True, exist_ok=True)
-        if writer:
-            remove_stale_work_dirs(request.output)
-        with tempfile.TemporaryDirectory(prefix=f".{request.output.name}.audio-{os.getpid()}-", dir=request.output.parent) as workdir:
-            inputs = prepare_inputs(request, Path(workdir))
-            return _run(request, inputs, start, progress, on_chunk, preview, runtime)
+        # One run per output file (its resume state is shared); taken before anything is read or removed.
+        with output_lock(request.output) if writer else nullcontext():
+            if writer:
+                remove_stale_work_dirs(request.output)
+            with tempfile.TemporaryDirectory(prefix=f".{request.output.name}.audio-{os.getpid()}-", dir=request.output.parent) as workdir:
+                inputs = prepare_inputs(request, Path(workdir))
+                return _run(request, inputs, start, progress, on_chunk, preview, runtime)
     finally:
         if owned and runtime is not None:
             runtime.close()

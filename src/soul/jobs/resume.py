@@ -15,16 +15,21 @@ decoder's causal cache exactly, so the resumed video is bit-identical to an unin
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from soul.errors import InputError
 
 STATE_SUFFIX = ".soul-partial"
 PROGRESS_FILE = "progress.json"
@@ -34,6 +39,47 @@ FORMAT_VERSION = 1
 def state_dir_for(output: Path) -> Path:
     """Where the resume state of ``output`` lives: a sibling directory ``OUT.mp4.soul-partial``."""
     return output.with_name(output.name + STATE_SUFFIX)
+
+
+def lock_path_for(output: Path) -> Path:
+    """The lock file of ``output``: a hidden sibling ``.OUT.mp4.lock``."""
+    return output.with_name(f".{output.name}.lock")
+
+
+@contextmanager
+def output_lock(output: Path) -> Iterator[None]:
+    """Hold ``output`` for one run; a second run on the same file stops at once with a one-line error.
+
+    Why: two runs writing one output share its resume state (``OUT.mp4.soul-partial``), and the
+    second would discard or overwrite the first's finished chunks, then die on a half-written file.
+    ``flock`` is released by the kernel when a process dies, so a killed run never blocks the next;
+    the file is removed while still held, and a lock taken on a file another run just removed is
+    taken again on the new one (compared by inode).
+    """
+    path = lock_path_for(output)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip()
+            os.close(fd)
+            who = f" (pid {holder})" if holder.isdigit() else ""
+            raise InputError(output, f"is being written by another run{who}", "wait for it to finish, or write to another file") from None
+        try:
+            current = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        os.close(fd)
 
 
 def file_digest(path: Path) -> str:
