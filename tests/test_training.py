@@ -101,8 +101,9 @@ def test_ddp_gradients_equal_single_process(drawn_data: Path, tmp_path: Path) ->
     subprocess.run([sys.executable, str(script), str(drawn_data), str(single), "2"], check=True, env=env, timeout=300)
     multi = tmp_path / "multi.safetensors"
     # --standalone: the rendezvous store binds a port the kernel picks. A port probed here and
-    # handed over was free when probed only; in one full-suite run (Ray's processes of an earlier
-    # test still opening ports) a rank went missing and the other waited until the timeout.
+    # handed over is only known to have been free when probed; in one full-suite run with it a rank
+    # went missing and the other waited until the timeout (the cause was not seen; the port race is
+    # the one this removes).
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     run = subprocess.Popen([*torchrun, str(script), str(drawn_data), str(multi), "1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
