@@ -94,7 +94,7 @@ def test_defaults_are_the_library_defaults() -> None:
     cfg = VAETrainConfig()
     vae = defaults["train-vae"]
     assert vae["steps"] == cfg.max_steps and vae["minutes"] == cfg.max_minutes
-    for key in ("pool_clips", "batch_size", "lr", "eval_every", "window", "eval_frames", "decode_from", "mouth_weight", "temporal_weight", "inflate", "init", "framing", "trainable"):
+    for key in ("pool_clips", "batch_size", "lr", "eval_every", "window", "eval_frames", "decode_from", "mouth_weight", "temporal_weight", "inflate", "init", "framing", "trainable", "deepen"):
         assert vae[key] == getattr(cfg, key), key
     assert vae["speech_fraction"] == cfg.speech_fraction and vae["voices"] == cfg.speech_voices and vae["media"] == cfg.speech_media
     assert (VAE_FRAMINGS, VAE_TRAINABLE) == (FRAMINGS, TRAINABLE)
@@ -117,6 +117,7 @@ def test_defaults_are_the_library_defaults() -> None:
         ["train-vae", "{tmp}/out", "--decode-from", "median"],
         ["train-vae", "{tmp}/out", "--init", "{tmp}"],
         ["train-vae", "{tmp}/out", "--spatial-factor", "4"],
+        ["train-vae", "{tmp}/out", "--deepen", "1"],
         ["clips", "{tmp}/out", "--voices", "-1"],
         ["assemble", "{tmp}/no-vae", "{tmp}/out"],
         ["train-audio", "{tmp}/out", "--media", "{tmp}/no-media"],

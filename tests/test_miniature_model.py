@@ -82,6 +82,33 @@ def test_decoder_only_training_on_groups_keeps_the_latent_space(tmp_path: Path) 
     assert after.config.latents_std == [3.0] * 48  # the encoder's statistics are kept, not re-measured
 
 
+def test_a_deepened_vae_draws_what_it_drew_and_its_new_decoder_blocks_learn(tmp_path: Path) -> None:
+    """`train-vae --deepen 1`: one more residual block per stage, starting as the identity, so the
+    decoder gains capacity while encoder, latent statistics and every decoded frame stay as they were."""
+    from soul.miniature.vae_trainer import deepen_vae
+
+    cfg = _tiny_vae_cfg(spatial_factor=8, dim_mult=[1, 1, 1], max_steps=2)
+    start = build_mini_vae(cfg, 1).eval()
+    start.register_to_config(latents_mean=[0.5] * 48, latents_std=[3.0] * 48)
+    deeper = deepen_vae(start, 1).eval()
+    assert deeper.config.num_res_blocks == start.config.num_res_blocks + 1
+    assert sum(p.numel() for p in deeper.decoder.parameters()) > sum(p.numel() for p in start.decoder.parameters())
+    frames = torch.from_numpy(draw_clip(3, 9 / 16).frames).float().div(127.5).sub(1).permute(3, 0, 1, 2)[None]
+    with torch.no_grad():
+        z = start.encode(frames).latent_dist.mode()
+        assert torch.equal(deeper.encode(frames).latent_dist.mode(), z)
+        assert torch.allclose(deeper.decode(z).sample, start.decode(z).sample, atol=1e-6)
+        # the check can fail: a new block whose residual branch is not zeroed changes the picture
+        deeper.decoder.up_blocks[0].resnets[-1].conv2.weight.normal_()
+        assert not torch.allclose(deeper.decode(z).sample, start.decode(z).sample, atol=1e-3)
+    start.save_pretrained(tmp_path / "start")
+    train_vae(VAETrainConfig(**{**cfg.__dict__, "init": str(tmp_path / "start"), "trainable": "decoder", "deepen": 1}), tmp_path / "run", log=False)
+    after = AutoencoderKLWan.from_pretrained(tmp_path / "run" / "vae")
+    assert after.config.num_res_blocks == start.config.num_res_blocks + 1 and after.config.latents_std == [3.0] * 48
+    new_conv = after.decoder.up_blocks[0].resnets[-1].conv2.weight
+    assert float(new_conv.detach().abs().max()) > 0  # the zeroed convolution received a gradient
+
+
 def test_the_both_framing_draws_close_ups_on_even_seeds_and_groups_on_odd_ones() -> None:
     """`--framing both` (the 8x mini's decoder): one decoder for close-ups and groups."""
     from soul.miniature.vae_trainer import DrawnPool, draw_training_clip

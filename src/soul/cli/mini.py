@@ -160,6 +160,7 @@ def train_vae_cmd(
     media: Path = typer.Option(None, "--media", help="A media folder laid out like ../shared/media: --speech-fraction of the pool's clips speak its training recordings (faster mouths than babble)."),
     voices: int = typer.Option(0, "--voices", help="With --media: also this many espeak-ng voices in the pool's speech."),
     speech_fraction: float = typer.Option(0.5, "--speech-fraction", help="With --media: share of the pool's clips (chosen by seed) that speak, 0..1."),
+    deepen: int = typer.Option(0, "--deepen", help="With --init: add this many residual blocks to every stage first (they start as the identity: the VAE draws what --init drew); with --trainable decoder, more decoder capacity in the same latent space."),
 ) -> None:
     """Train the miniature VAE (the Wan2.2 layout at a small width) on drawn talking clips.
 
@@ -190,6 +191,9 @@ def train_vae_cmd(
         raise InputError("--trainable decoder", "needs a trained encoder to keep", "give --init VAE_DIR")
     if init is not None:
         _directory(init, "a trained VAE directory", "give the vae/ directory of an earlier run, e.g. --init runs/mini-vae-img/vae", needs="config.json")
+    _at_least("--deepen", deepen, 0, "1")
+    if deepen and init is None:
+        raise InputError(f"--deepen {deepen}", "adds blocks to a trained VAE", "give --init VAE_DIR")
 
     if spatial_factor not in (8, 16):
         raise InputError(f"--spatial-factor {spatial_factor}", "must be 16 or 8", "e.g. --spatial-factor 8")
@@ -212,6 +216,7 @@ def train_vae_cmd(
         decode_from=decode_from, window=window, eval_frames=eval_frames, init=str(init) if init is not None else None,
         mouth_weight=mouth_weight, temporal_weight=temporal_weight, inflate=inflate, framing=framing, trainable=trainable,
         speech_media=str(media) if media is not None else None, speech_voices=voices, speech_fraction=speech_fraction,
+        deepen=deepen,
     )
     clip_frames = int(round(cfg.clip_seconds * cfg.fps))
     if window > clip_frames:

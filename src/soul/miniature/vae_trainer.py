@@ -89,6 +89,9 @@ class VAETrainConfig:
     speech_media: str | None = None
     speech_voices: int = 0
     speech_fraction: float = 0.5
+    # Residual blocks added to every stage of `init` before training (`deepen_vae`): more decoder
+    # capacity for a decoder-only run, without moving the latent space.
+    deepen: int = 0
 
     def __post_init__(self) -> None:
         stages = {16: 3, 8: 2}
@@ -242,6 +245,36 @@ def inflate_image_vae(vae: AutoencoderKLWan) -> AutoencoderKLWan:
     return vae
 
 
+def deepen_vae(vae: AutoencoderKLWan, extra_blocks: int) -> AutoencoderKLWan:
+    """A copy of ``vae`` with ``extra_blocks`` more residual blocks in every encoder and decoder
+    stage, computing exactly what ``vae`` computed.
+
+    Why: the Wan2.2 layout has one ``num_res_blocks`` for encoder and decoder, and a decoder with
+    more capacity must keep the encoder (a transformer was trained in its latent space) and load as
+    a plain `AutoencoderKLWan`. Each new block is appended after a stage's last block with its
+    second convolution zeroed, so it starts as the identity (its residual branch adds nothing);
+    the encoder's new blocks stay the identity when only the decoder trains, and the decoder's
+    learn from the first step (the zeroed convolution still receives a gradient).
+    """
+    if extra_blocks < 1:
+        raise ValueError(f"extra_blocks must be at least 1, got {extra_blocks}")
+    config = {k: v for k, v in vae.config.items() if not k.startswith("_")}
+    config["num_res_blocks"] = vae.config.num_res_blocks + extra_blocks
+    deeper = AutoencoderKLWan.from_config(config)
+    missing, unexpected = deeper.load_state_dict(vae.state_dict(), strict=False)
+    if unexpected:
+        raise ValueError(f"deepen_vae: weights with no place in the deeper VAE: {unexpected[:3]}")
+    new_blocks = {name.split(".conv2.")[0] for name in missing if ".conv2." in name}
+    if {name.rsplit(".", 2)[0] for name in missing} != new_blocks:  # "<block>.<layer>.<weight>"
+        raise ValueError(f"deepen_vae: missing weights outside the new blocks: {missing[:3]}")
+    with torch.no_grad():
+        for name in new_blocks:
+            conv2 = deeper.get_submodule(f"{name}.conv2")
+            conv2.weight.zero_()
+            conv2.bias.zero_()
+    return deeper
+
+
 def decode_unclamped(vae: AutoencoderKLWan, z: torch.Tensor) -> torch.Tensor:
     """`vae.decode` without its final clamp to [-1, 1], for training.
 
@@ -334,6 +367,8 @@ def train_vae(cfg: VAETrainConfig, out: str | Path, log: bool = True) -> dict[st
     vae = AutoencoderKLWan.from_pretrained(cfg.init) if cfg.init else build_mini_vae(cfg, cfg.seed)
     if cfg.inflate:
         inflate_image_vae(vae)
+    if cfg.deepen:
+        vae = deepen_vae(vae, cfg.deepen)
     vae.train()
     if cfg.trainable == "decoder":
         for module in (vae.encoder, vae.quant_conv):
