@@ -163,18 +163,18 @@ def low_band_energy(speech: np.ndarray, rng: np.random.Generator, sources: Seque
     0.5-8 Hz (traffic, handling, wind). Its level is -12 to +6 dB of the speech's RMS; the sum is
     kept within [-1, 1].
     """
-    from scipy.signal import butter, sosfilt
+    from scipy.signal import sosfilt
 
     x = np.asarray(speech, dtype=np.float64)
     n = x.shape[0]
-    lowpass = butter(8, float(rng.uniform(100, 280)), btype="lowpass", fs=AUDIO_RATE, output="sos")
+    lowpass = band_filter(None, float(rng.uniform(100, 280)), order=8)
     if sources and rng.random() < 0.5:
         track = sources[int(rng.integers(len(sources)))]
         start = int(rng.integers(0, max(1, track.shape[0] - n)))
         piece = np.asarray(track[start : start + n], dtype=np.float64)
         low = sosfilt(lowpass, np.pad(piece, (0, n - piece.shape[0])))
     else:
-        slow = butter(2, float(rng.uniform(0.5, 8.0)), btype="lowpass", fs=AUDIO_RATE, output="sos")
+        slow = band_filter(None, float(rng.uniform(0.5, 8.0)), order=2)
         envelope = np.abs(sosfilt(slow, rng.standard_normal(n)))
         low = sosfilt(lowpass, rng.standard_normal(n)) * envelope
     level = (_rms(x) or 1e-3) * 10 ** (rng.uniform(-12, 6) / 20) / (_rms(low) or 1.0)
@@ -184,22 +184,31 @@ def low_band_energy(speech: np.ndarray, rng: np.random.Generator, sources: Seque
 COLOUR_BANDS = ((None, 300.0), (300.0, 700.0), (700.0, 1500.0), (1500.0, 3400.0), (3400.0, None))
 
 
+def band_filter(low: float | None, high: float | None, order: int = 4) -> np.ndarray:
+    """Butterworth second-order sections passing ``low``..``high`` Hz at `AUDIO_RATE`; a missing
+    edge makes it a high- or low-pass (the channels and colour bands are open at one end)."""
+    from scipy.signal import butter
+
+    if low and high:
+        return butter(order, [low, high], btype="bandpass", fs=AUDIO_RATE, output="sos")
+    if low:
+        return butter(order, low, btype="highpass", fs=AUDIO_RATE, output="sos")
+    if high:
+        return butter(order, high, btype="lowpass", fs=AUDIO_RATE, output="sos")
+    raise ValueError("band_filter needs low, high or both")
+
+
 def varying_colour(speech: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """`speech` split into `COLOUR_BANDS`, each under its own gain drifting by up to +-18 dB (std 12 dB at
     1-4 new values a second), summed back at the input's RMS (within [-1, 1]).
     """
-    from scipy.signal import butter, sosfiltfilt
+    from scipy.signal import sosfiltfilt
 
     x = np.asarray(speech, dtype=np.float64)
     n = x.shape[0]
     out = np.zeros(n)
     for low, high in COLOUR_BANDS:
-        if low and high:
-            sos = butter(4, [low, high], btype="bandpass", fs=AUDIO_RATE, output="sos")
-        elif low:
-            sos = butter(4, low, btype="highpass", fs=AUDIO_RATE, output="sos")
-        else:
-            sos = butter(4, high, btype="lowpass", fs=AUDIO_RATE, output="sos")
+        sos = band_filter(low, high)
         # the gain in dB: independent values at 1-4 per second, joined by straight lines
         step = AUDIO_RATE / float(rng.uniform(1.0, 4.0))
         knots = np.arange(0.0, n + step, step)
@@ -232,19 +241,13 @@ def transmission_channel(speech: np.ndarray, rng: np.random.Generator) -> np.nda
     after seeing which held-out voices failed, so those voices are no longer clean test data for
     it (docs/miniature.md measures on four more that nobody tuned on).
     """
-    from scipy.signal import butter, fftconvolve, sosfilt
+    from scipy.signal import fftconvolve, sosfilt
 
     x = np.asarray(speech, dtype=np.float64)
     kind = CHANNELS[int(rng.integers(len(CHANNELS)))]
 
     def band(low: float | None, high: float | None, order: int = 4) -> np.ndarray:
-        if low and high:
-            sos = butter(order, [low, high], btype="bandpass", fs=AUDIO_RATE, output="sos")
-        elif low:
-            sos = butter(order, low, btype="highpass", fs=AUDIO_RATE, output="sos")
-        else:
-            sos = butter(order, high, btype="lowpass", fs=AUDIO_RATE, output="sos")
-        return sosfilt(sos, x)
+        return sosfilt(band_filter(low, high, order), x)
 
     def reverb(y: np.ndarray, rt60: float, wet: float) -> np.ndarray:
         t = np.arange(int(rt60 * AUDIO_RATE)) / AUDIO_RATE
