@@ -116,7 +116,7 @@ def test_defaults_are_the_library_defaults() -> None:
         ["train-vae", "{tmp}/out", "--eval-frames", "21"],
         ["train-vae", "{tmp}/out", "--decode-from", "median"],
         ["train-vae", "{tmp}/out", "--init", "{tmp}"],
-        ["train-vae", "{tmp}/out", "--spatial-factor", "4"],
+        ["train-vae", "{tmp}/out", "--spatial-factor", "12"],
         ["train-vae", "{tmp}/out", "--deepen", "1"],
         ["clips", "{tmp}/out", "--voices", "-1"],
         ["assemble", "{tmp}/no-vae", "{tmp}/out"],

@@ -46,6 +46,19 @@ def test_an_8x_vae_gets_a_light_decoder_of_its_own_factor_with_the_same_layout()
         LightVAEConfig(space_upscale=(True, True))  # type: ignore[arg-type]
 
 
+def test_an_unpatched_4x_vae_gets_a_light_decoder_without_a_pixel_shuffle(tmp_path: Path) -> None:
+    """A preset whose VAE has no patchify (`patch_size: null`, the 4x mini VAE): the light decoder
+    ends in 3 channels at full size instead of unshuffling patches that are not there."""
+    preset = tmp_path / "mini4.yaml"
+    preset.write_text("extends: mini\nvae:\n  in_channels: 3\n  out_channels: 3\n  patch_size: null\n  scale_factor_spatial: 4\n")
+    full_cfg = load_preset(preset)
+    light_cfg = light_vae_config_for(full_cfg.vae, widths=(16, 8, 8, 8))
+    assert (light_cfg.patch_size, light_cfg.spatial_factor) == (1, 4)
+    z = torch.randn(1, 48, 3, 4, 6)
+    with torch.no_grad():
+        assert LightDecoder(light_cfg).eval()(z).shape == decode_latents(build_vae(full_cfg), z).shape == (1, 3, 9, 16, 24)
+
+
 def test_decoding_is_causal_in_time() -> None:
     dec = _decoder()
     z = torch.randn(1, 48, 4, 2, 2)

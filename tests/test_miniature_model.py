@@ -156,6 +156,21 @@ def test_an_8x_vae_gives_8x8_latents_and_inflates() -> None:
         _tiny_vae_cfg(spatial_factor=12)
 
 
+def test_a_4x_vae_skips_the_patchify_and_gives_16x16_latents() -> None:
+    """--spatial-factor 4: the 8x layout without Wan2.2's 2x2 pixel shuffle (3 channels in and
+    out): four times the latent cells per frame, still 4x in time, and it inflates like the others."""
+    cfg = _tiny_vae_cfg(spatial_factor=4, dim_mult=[1, 1, 1])
+    vae = build_mini_vae(cfg).eval()
+    assert vae.config.patch_size is None and vae.config.in_channels == vae.config.out_channels == 3
+    frames = torch.zeros(1, 3, 9, 64, 64)
+    with torch.no_grad():
+        inflate_image_vae(vae)
+        z = vae.encode(frames).latent_dist.mode()
+        assert z.shape == (1, 48, 3, 16, 16) and vae.decode(z).sample.shape == frames.shape
+    with pytest.raises(ValueError, match="spatial_factor 4"):
+        _tiny_vae_cfg(spatial_factor=4)  # three stages would be 8x without a patch
+
+
 def test_inflation_turns_an_image_vae_into_per_frame_encoding_and_duplicating_decoding() -> None:
     vae = build_mini_vae(_tiny_vae_cfg()).eval()
     frames = torch.from_numpy(draw_clip(3, 9 / 16).frames).float().div(127.5).sub(1).permute(3, 0, 1, 2)[None]

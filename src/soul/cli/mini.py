@@ -156,7 +156,7 @@ def train_vae_cmd(
     framing: str = typer.Option("close-up", "--framing", help="close-up: faces fill the frame; mixed: faces at the group world's sizes in their slot (people further back); both: half and half."),
     trainable: str = typer.Option("all", "--trainable", help="all, or decoder: keep the encoder and its latent space (a trained transformer stays valid)."),
     threads: int = typer.Option(1, "--threads", help="CPU threads for torch (small models on CPU: 1 is often fastest)."),
-    spatial_factor: int = typer.Option(8, "--spatial-factor", help="8 (the mini preset's: 8x8 latents for 64x64 frames, keeps eyes and fast mouths) or 16 (Wan2.2's and mini16's: 4x4 latents); docs/miniature.md. --init must have the same."),
+    spatial_factor: int = typer.Option(8, "--spatial-factor", help="8 (the mini preset's: 8x8 latents for 64x64 frames, keeps eyes and fast mouths), 4 (16x16 latents, no patchify) or 16 (Wan2.2's and mini16's: 4x4 latents); docs/miniature.md. --init must have the same."),
     media: Path = typer.Option(None, "--media", help="A media folder laid out like ../shared/media: --speech-fraction of the pool's clips speak its training recordings (faster mouths than babble)."),
     voices: int = typer.Option(0, "--voices", help="With --media: also this many espeak-ng voices in the pool's speech."),
     speech_fraction: float = typer.Option(0.5, "--speech-fraction", help="With --media: share of the pool's clips (chosen by seed) that speak, 0..1."),
@@ -195,8 +195,8 @@ def train_vae_cmd(
     if deepen and init is None:
         raise InputError(f"--deepen {deepen}", "adds blocks to a trained VAE", "give --init VAE_DIR")
 
-    if spatial_factor not in (8, 16):
-        raise InputError(f"--spatial-factor {spatial_factor}", "must be 16 or 8", "e.g. --spatial-factor 8")
+    if spatial_factor not in (4, 8, 16):
+        raise InputError(f"--spatial-factor {spatial_factor}", "must be 16, 8 or 4", "e.g. --spatial-factor 8")
     if media is not None:
         _directory(media, "media folder", "give a folder laid out like ../shared/media (audio/, clips/)")
         _training_recordings(media)  # they are there; the trainer decodes them into its own pool, with the voices
@@ -211,7 +211,7 @@ def train_vae_cmd(
     from soul.miniature.vae_trainer import VAETrainConfig, train_vae
 
     cfg = VAETrainConfig(
-        spatial_factor=spatial_factor, dim_mult=[1, 2, 2] if spatial_factor == 8 else [1, 2, 4, 4],
+        spatial_factor=spatial_factor, dim_mult=[1, 2, 4, 4] if spatial_factor == 16 else [1, 2, 2],
         max_steps=steps, max_minutes=minutes, pool_clips=pool_clips, batch_size=batch_size, lr=lr, eval_every=eval_every,
         decode_from=decode_from, window=window, eval_frames=eval_frames, init=str(init) if init is not None else None,
         mouth_weight=mouth_weight, temporal_weight=temporal_weight, inflate=inflate, framing=framing, trainable=trainable,

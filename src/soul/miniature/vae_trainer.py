@@ -47,7 +47,9 @@ class VAETrainConfig:
     dim_mult: list[int] = field(default_factory=lambda: [1, 2, 4, 4])
     # 16: Wan2.2's spatial factor (3 downsampling stages, the first spatial only, + patch 2): 4x4
     # latents for 64x64 frames. 8: 2 stages, both also temporal (`dim_mult` [1, 2, 2]): 8x8 latents,
-    # whose mouths keep the drawn lip sync (docs/miniature.md, "Voices it never heard").
+    # whose mouths keep the drawn lip sync (docs/miniature.md, "Voices it never heard"). 4: the same
+    # two stages without the patchify (16x16 latents): the eyes get four times the cells, for a
+    # transformer that patchifies 4x4 instead of 2x2 (the same tokens per frame).
     spatial_factor: int = 16
     num_res_blocks: int = 1
     size: int = 64
@@ -94,12 +96,15 @@ class VAETrainConfig:
     deepen: int = 0
 
     def __post_init__(self) -> None:
-        stages = {16: 3, 8: 2}
+        stages = {16: 3, 8: 2, 4: 2}
         if self.spatial_factor not in stages or len(self.dim_mult) - 1 != stages[self.spatial_factor]:
-            raise ValueError(f"spatial_factor {self.spatial_factor} with dim_mult {self.dim_mult}: use 16 with 4 entries or 8 with 3")
+            raise ValueError(f"spatial_factor {self.spatial_factor} with dim_mult {self.dim_mult}: use 16 with 4 entries, or 8 or 4 with 3")
 
     def vae_kwargs(self) -> dict:
-        """Constructor kwargs of `AutoencoderKLWan` in the Wan2.2 layout at this width."""
+        """Constructor kwargs of `AutoencoderKLWan` in the Wan2.2 layout at this width (at 4x without
+        Wan2.2's patchify, the 2x2 pixel shuffle that its 16x spends on the first factor of 2)."""
+        patch = None if self.spatial_factor == 4 else 2
+        channels = 3 * (patch or 1) ** 2
         return {
             "base_dim": self.base_dim,
             "decoder_base_dim": self.decoder_base_dim,
@@ -109,9 +114,9 @@ class VAETrainConfig:
             "attn_scales": [],
             "temperal_downsample": [False, True, True] if self.spatial_factor == 16 else [True, True],
             "is_residual": True,
-            "in_channels": 12,
-            "out_channels": 12,
-            "patch_size": 2,
+            "in_channels": channels,
+            "out_channels": channels,
+            "patch_size": patch,
             "scale_factor_temporal": 4,
             "scale_factor_spatial": self.spatial_factor,
             "latents_mean": [0.0] * 48,

@@ -372,10 +372,11 @@ def light_vae_config_for(preset_vae: object, widths: Sequence[int] | None = None
         widths = tuple(max(8, w * min(base, 256) // 256) for w in TAEHV_WIDTHS)
     mean = list(getattr(preset_vae, "latents_mean", None) or [0.0] * z_dim)
     std = list(getattr(preset_vae, "latents_std", None) or [1.0] * z_dim)
-    patch = int(getattr(preset_vae, "patch_size", 2) or 2)
+    raw_patch = getattr(preset_vae, "patch_size", 2)
+    patch = 1 if raw_patch is None else int(raw_patch)  # None: no patchify (the 4x mini VAE)
     factor = int(getattr(preset_vae, "scale_factor_spatial", 16) or 16)
     upsamples = {8: 3, 4: 2}.get(factor // patch)  # x2 stages after the patch's own factor
     if upsamples is None:
-        raise InputError("vae.scale_factor_spatial", f"{factor} with patch {patch}", "a light decoder is built for 16x or 8x VAEs with patch 2")
+        raise InputError("vae.scale_factor_spatial", f"{factor} with patch {patch}", "a light decoder is built for 16x or 8x VAEs with patch 2, or 4x without a patch")
     space = tuple(stage >= 3 - upsamples for stage in range(3))  # the first stages keep their size
     return LightVAEConfig(latent_channels=z_dim, patch_size=patch, widths=tuple(widths), space_upscale=space, latents_mean=mean, latents_std=std)  # type: ignore[arg-type]
