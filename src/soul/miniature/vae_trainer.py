@@ -48,8 +48,9 @@ class VAETrainConfig:
     # 16: Wan2.2's spatial factor (3 downsampling stages, the first spatial only, + patch 2): 4x4
     # latents for 64x64 frames. 8: 2 stages, both also temporal (`dim_mult` [1, 2, 2]): 8x8 latents,
     # whose mouths keep the drawn lip sync (docs/miniature.md, "Voices it never heard"). 4: the same
-    # two stages without the patchify (16x16 latents): the eyes get four times the cells, for a
-    # transformer that patchifies 4x4 instead of 2x2 (the same tokens per frame).
+    # two stages without the patchify (16x16 latents): four times the cells for the eyes, at four
+    # times the cost of a training step here (docs/miniature.md, "A 4x latent grid": not yet at
+    # the 8x model's quality).
     spatial_factor: int = 16
     num_res_blocks: int = 1
     size: int = 64
