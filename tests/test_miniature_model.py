@@ -141,34 +141,23 @@ def test_a_pool_with_speech_draws_mouths_that_follow_it() -> None:
     assert 0 < sum(spoken) < len(seeds)
 
 
-def test_an_8x_vae_gives_8x8_latents_and_inflates() -> None:
-    """--spatial-factor 8: two downsampling stages, both temporal too (4x in time as before)."""
-    cfg = _tiny_vae_cfg(spatial_factor=8, dim_mult=[1, 1, 1])
+@pytest.mark.parametrize(("factor", "patch", "cells"), [(8, 2, 8), (4, None, 16)])
+def test_two_stage_vaes_give_their_latent_grid_and_inflate(factor: int, patch: int | None, cells: int) -> None:
+    """--spatial-factor 8: two downsampling stages, both temporal too (4x in time as before), after
+    Wan2.2's 2x2 patchify; --spatial-factor 4: the same stages without the patchify (3 channels in
+    and out, four times the latent cells)."""
+    cfg = _tiny_vae_cfg(spatial_factor=factor, dim_mult=[1, 1, 1])
     vae = build_mini_vae(cfg).eval()
+    assert vae.config.patch_size == patch and vae.config.in_channels == vae.config.out_channels == 3 * (patch or 1) ** 2
     frames = torch.zeros(1, 3, 9, 64, 64)
     with torch.no_grad():
         inflate_image_vae(vae)
         z = vae.encode(frames).latent_dist.mode()
-        assert z.shape == (1, 48, 3, 8, 8) and vae.decode(z).sample.shape == frames.shape
-    with pytest.raises(ValueError, match="spatial_factor 8"):
-        _tiny_vae_cfg(spatial_factor=8)  # four dim_mult entries are three stages: 16x
+        assert z.shape == (1, 48, 3, cells, cells) and vae.decode(z).sample.shape == frames.shape
+    with pytest.raises(ValueError, match=f"spatial_factor {factor}"):
+        _tiny_vae_cfg(spatial_factor=factor)  # four dim_mult entries are three stages
     with pytest.raises(ValueError, match="spatial_factor 12"):
         _tiny_vae_cfg(spatial_factor=12)
-
-
-def test_a_4x_vae_skips_the_patchify_and_gives_16x16_latents() -> None:
-    """--spatial-factor 4: the 8x layout without Wan2.2's 2x2 pixel shuffle (3 channels in and
-    out): four times the latent cells per frame, still 4x in time, and it inflates like the others."""
-    cfg = _tiny_vae_cfg(spatial_factor=4, dim_mult=[1, 1, 1])
-    vae = build_mini_vae(cfg).eval()
-    assert vae.config.patch_size is None and vae.config.in_channels == vae.config.out_channels == 3
-    frames = torch.zeros(1, 3, 9, 64, 64)
-    with torch.no_grad():
-        inflate_image_vae(vae)
-        z = vae.encode(frames).latent_dist.mode()
-        assert z.shape == (1, 48, 3, 16, 16) and vae.decode(z).sample.shape == frames.shape
-    with pytest.raises(ValueError, match="spatial_factor 4"):
-        _tiny_vae_cfg(spatial_factor=4)  # three stages would be 8x without a patch
 
 
 def test_inflation_turns_an_image_vae_into_per_frame_encoding_and_duplicating_decoding() -> None:
