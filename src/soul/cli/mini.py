@@ -208,10 +208,10 @@ def train_vae_cmd(
 
     import torch
 
-    from soul.miniature.vae_trainer import VAETrainConfig, train_vae
+    from soul.miniature.vae_trainer import MINI_DIM_MULT, VAETrainConfig, train_vae
 
     cfg = VAETrainConfig(
-        spatial_factor=spatial_factor, dim_mult=[1, 2, 4, 4] if spatial_factor == 16 else [1, 2, 2],
+        spatial_factor=spatial_factor, dim_mult=list(MINI_DIM_MULT[spatial_factor]),
         max_steps=steps, max_minutes=minutes, pool_clips=pool_clips, batch_size=batch_size, lr=lr, eval_every=eval_every,
         decode_from=decode_from, window=window, eval_frames=eval_frames, init=str(init) if init is not None else None,
         mouth_weight=mouth_weight, temporal_weight=temporal_weight, inflate=inflate, framing=framing, trainable=trainable,

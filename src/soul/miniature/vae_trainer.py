@@ -38,6 +38,10 @@ from soul.miniature.speech_pool import SpeechPool
 from soul.training.metrics import psnr  # the one PSNR (re-exported: benchmarks import it from here)
 
 
+# The mini VAE's widths per spatial factor; the entries after the first are its downsampling stages.
+MINI_DIM_MULT: dict[int, list[int]] = {16: [1, 2, 4, 4], 8: [1, 2, 2], 4: [1, 2, 2]}
+
+
 @dataclass
 class VAETrainConfig:
     """One VAE run. Sizes default to the `mini` preset's VAE."""
@@ -97,7 +101,7 @@ class VAETrainConfig:
     deepen: int = 0
 
     def __post_init__(self) -> None:
-        stages = {16: 3, 8: 2, 4: 2}
+        stages = {factor: len(mult) - 1 for factor, mult in MINI_DIM_MULT.items()}
         if self.spatial_factor not in stages or len(self.dim_mult) - 1 != stages[self.spatial_factor]:
             raise ValueError(f"spatial_factor {self.spatial_factor} with dim_mult {self.dim_mult}: use 16 with 4 entries, or 8 or 4 with 3")
 
