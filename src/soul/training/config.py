@@ -46,6 +46,12 @@ class ConditioningConfig(_Section):
     max_prefix_latents: int = Field(0, ge=0)  # motion prefix M drawn uniformly from 0..max (0 = TI2V only)
     reference_from_clip: bool = True  # anchor frame drawn from anywhere in the clip, not its first frame
     mouth_weight: float = Field(1.0, ge=1.0)  # loss weight inside the annotated mouth/face region
+    # Weight of a second loss: the predicted clean latents decoded by the frozen VAE, squared error
+    # in pixels inside the mouth boxes (soul.training.pixel_loss). 0 = off (no decode per step).
+    pixel_mouth_weight: float = Field(0.0, ge=0.0)
+    # Latent cells a side of the window decoded around each mouth: the box plus a cell or more of
+    # margin (a box wider than the window is scored on the part inside it).
+    pixel_mouth_crop: int = Field(6, gt=0)
 
 
 class OptimConfig(_Section):

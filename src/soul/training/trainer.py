@@ -306,6 +306,7 @@ class Trainer:
 
         cfg, cond = self.cfg, self.cfg.conditioning
         losses = []
+        crops: list = []
         for sample, index in zip(samples, indices):
             gen = sample_generator(cfg.seed, index)
             with torch.no_grad():
@@ -343,7 +344,24 @@ class Trainer:
             target = velocity_target(x0, noise)
             weight = self.loss_weight(sample, (f, h, w), prefix)
             losses.append(((pred - target) ** 2 * weight).sum() / (weight.sum() * c))
-        return torch.stack(losses)
+            if cond.pixel_mouth_weight > 0:
+                crops += self.mouth_crops(sample, xt, pred, sigma, x0[:, :, :prefix], len(losses) - 1)
+        total = torch.stack(losses)
+        if cond.pixel_mouth_weight > 0:
+            from soul.training.pixel_loss import mouth_pixel_losses
+
+            total = total + cond.pixel_mouth_weight * mouth_pixel_losses(self.pipe.vae, crops, len(losses)).to(total)
+        return total
+
+    def mouth_crops(self, sample: TrainSample, xt: torch.Tensor, pred: torch.Tensor, sigma: float, x0_prefix: torch.Tensor, index: int) -> list:
+        """The windows around this sample's mouths for ``conditioning.pixel_mouth_weight``."""
+        from soul.training.pixel_loss import mouth_crops, predicted_clean_latents
+
+        boxes = [s.mouth_box for s in sample.speakers] if sample.speakers else [sample.mouth_box]
+        vae = self.pipe.vae.config
+        clean = predicted_clean_latents(xt, pred, sigma, x0_prefix)
+        return mouth_crops(clean, sample.frames, [b for b in boxes if b is not None], x0_prefix.shape[2], self.cfg.conditioning.pixel_mouth_crop,
+                           int(vae.scale_factor_spatial or 16), int(vae.scale_factor_temporal or 4), index)
 
     def loss_weight(self, sample: TrainSample, shape: tuple[int, int, int], prefix: int) -> torch.Tensor:
         """Per-latent loss weight: 0 on the given prefix, `mouth_weight` inside the annotated mouth box."""
