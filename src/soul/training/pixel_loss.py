@@ -93,13 +93,13 @@ def mouth_pixel_losses(vae: torch.nn.Module, crops: Sequence[MouthCrop], batch: 
     """Per-sample mean squared error ``[batch]`` inside the mouth boxes, all crops decoded at once
     through the frozen decoder (gradients flow to the latents). A sample without a crop gets 0."""
     if not crops:
-        return torch.zeros(batch)
+        return torch.zeros(batch)  # the caller moves it to its losses' device
     decoded = decode_latents(vae, torch.stack([c.latents for c in crops]))  # [N, 3, T, H, W]
-    sums = torch.zeros(batch, dtype=decoded.dtype)
-    counts = torch.zeros(batch, dtype=decoded.dtype)
+    sums = torch.zeros(batch, dtype=decoded.dtype, device=decoded.device)
+    counts = torch.zeros(batch, dtype=decoded.dtype, device=decoded.device)
     for k, crop in enumerate(crops):
         mask = crop.mask.to(decoded)
         error = (decoded[k] - crop.truth.to(decoded)) ** 2 * mask
-        sums = sums.index_add(0, torch.tensor([crop.sample]), error.sum()[None])
+        sums = sums.index_add(0, torch.tensor([crop.sample], device=decoded.device), error.sum()[None])
         counts[crop.sample] += float(mask.sum()) * 3
     return sums / counts.clamp(min=1.0)

@@ -19,7 +19,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -33,6 +33,9 @@ from soul.training.checkpointing import CheckpointManager, rng_state, set_rng_st
 from soul.training.config import TrainConfig
 from soul.training.data import ClipWindowDataset, TrainSample
 from soul.training.loop import LoopPlan, run_steps
+
+if TYPE_CHECKING:
+    from soul.training.pixel_loss import MouthCrop
 
 
 @dataclass
@@ -306,7 +309,7 @@ class Trainer:
 
         cfg, cond = self.cfg, self.cfg.conditioning
         losses = []
-        crops: list = []
+        crops: list[MouthCrop] = []
         for sample, index in zip(samples, indices):
             gen = sample_generator(cfg.seed, index)
             with torch.no_grad():
@@ -348,12 +351,12 @@ class Trainer:
                 crops += self.mouth_crops(sample, xt, pred, sigma, x0[:, :, :prefix], len(losses) - 1)
         total = torch.stack(losses)
         if cond.pixel_mouth_weight > 0:
-            from soul.training.pixel_loss import mouth_pixel_losses
+            from soul.training.pixel_loss import mouth_pixel_losses  # imports the VAE code only when used
 
             total = total + cond.pixel_mouth_weight * mouth_pixel_losses(self.pipe.vae, crops, len(losses)).to(total)
         return total
 
-    def mouth_crops(self, sample: TrainSample, xt: torch.Tensor, pred: torch.Tensor, sigma: float, x0_prefix: torch.Tensor, index: int) -> list:
+    def mouth_crops(self, sample: TrainSample, xt: torch.Tensor, pred: torch.Tensor, sigma: float, x0_prefix: torch.Tensor, index: int) -> list[MouthCrop]:
         """The windows around this sample's mouths for ``conditioning.pixel_mouth_weight``."""
         from soul.training.pixel_loss import mouth_crops, predicted_clean_latents
 
