@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,20 @@ class TrainSample:
     mouth_box: tuple[float, float, float, float] | None  # normalised (x0, y0, x1, y1) or None
     key: str
     speakers: list[Speaker] = field(default_factory=list)  # several people: one voice and place each
+
+    @property
+    def mouth_boxes(self) -> list[tuple[float, float, float, float]]:
+        """Every annotated mouth of the window: each speaker's, or the one person's."""
+        boxes = [s.mouth_box for s in self.speakers] if self.speakers else [self.mouth_box]
+        return [b for b in boxes if b is not None]
+
+
+def box_slices(box: tuple[float, float, float, float], height: int, width: int) -> tuple[slice, slice]:
+    """Rows and columns of a normalised ``(x0, y0, x1, y1)`` box on a ``height`` x ``width`` grid
+    (latent cells or pixels): every cell the box touches, at least one each way."""
+    x_a, y_a, x_b, y_b = box
+    top, left = int(y_a * height), int(x_a * width)
+    return slice(top, max(top + 1, math.ceil(y_b * height))), slice(left, max(left + 1, math.ceil(x_b * width)))
 
 
 @dataclass

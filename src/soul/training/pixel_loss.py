@@ -18,7 +18,6 @@ neighbours; with a cell or more of margin around the box the mouth itself decode
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 
 from soul.models.vae import decode_latents
+from soul.training.data import box_slices
 
 Box = tuple[float, float, float, float]
 
@@ -81,10 +81,9 @@ def mouth_crops(
     for box in mouth_boxes:
         y0, x0 = crop_origin(box, ch, h, 1), crop_origin(box, cw, w, 0)
         ys, xs = slice(y0 * spatial_factor, (y0 + ch) * spatial_factor), slice(x0 * spatial_factor, (x0 + cw) * spatial_factor)
-        mask = torch.zeros(1, pixels.shape[1], pixels.shape[2], pixels.shape[3])
-        height, width = pixels.shape[2:]
-        top, left = int(box[1] * height), int(box[0] * width)
-        mask[:, start:, top : max(top + 1, math.ceil(box[3] * height)), left : max(left + 1, math.ceil(box[2] * width))] = 1.0
+        mask = torch.zeros(1, *pixels.shape[1:])
+        rows, cols = box_slices(box, *pixels.shape[2:])
+        mask[:, start:, rows, cols] = 1.0
         crops.append(MouthCrop(clean_latents[0, :, :, y0 : y0 + ch, x0 : x0 + cw], pixels[:, :, ys, xs], mask[:, :, ys, xs], sample))
     return crops
 

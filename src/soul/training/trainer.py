@@ -31,7 +31,7 @@ from soul.sampling.seeds import mix_seed
 from soul.training.cache import FeatureCache
 from soul.training.checkpointing import CheckpointManager, rng_state, set_rng_state
 from soul.training.config import TrainConfig
-from soul.training.data import ClipWindowDataset, TrainSample
+from soul.training.data import ClipWindowDataset, TrainSample, box_slices
 from soul.training.loop import LoopPlan, run_steps
 
 if TYPE_CHECKING:
@@ -360,10 +360,9 @@ class Trainer:
         """The windows around this sample's mouths for ``conditioning.pixel_mouth_weight``."""
         from soul.training.pixel_loss import mouth_crops, predicted_clean_latents
 
-        boxes = [s.mouth_box for s in sample.speakers] if sample.speakers else [sample.mouth_box]
         vae = self.pipe.vae.config
         clean = predicted_clean_latents(xt, pred, sigma, x0_prefix)
-        return mouth_crops(clean, sample.frames, [b for b in boxes if b is not None], x0_prefix.shape[2], self.cfg.conditioning.pixel_mouth_crop,
+        return mouth_crops(clean, sample.frames, sample.mouth_boxes, x0_prefix.shape[2], self.cfg.conditioning.pixel_mouth_crop,
                            int(vae.scale_factor_spatial or 16), int(vae.scale_factor_temporal or 4), index)
 
     def loss_weight(self, sample: TrainSample, shape: tuple[int, int, int], prefix: int) -> torch.Tensor:
@@ -372,12 +371,8 @@ class Trainer:
         weight = torch.ones(1, 1, f, h, w, device=self.device)
         weight[:, :, :prefix] = 0.0
         mouth = self.cfg.conditioning.mouth_weight
-        boxes = [s.mouth_box for s in sample.speakers] if sample.speakers else [sample.mouth_box]
-        for box in boxes:
-            if box is None or mouth <= 1.0:
-                continue
-            x_a, y_a, x_b, y_b = box
-            ys, xs = slice(int(y_a * h), max(int(y_a * h) + 1, math.ceil(y_b * h))), slice(int(x_a * w), max(int(x_a * w) + 1, math.ceil(x_b * w)))
+        for box in sample.mouth_boxes if mouth > 1.0 else []:
+            ys, xs = box_slices(box, h, w)
             weight[:, :, prefix:, ys, xs] *= mouth
         return weight
 
